@@ -1,0 +1,164 @@
+"""Loading the survey CSV into an immutable index of means.
+
+The CSV is read once, at start, in one streaming pass that keeps no rows:
+each row adds its ``Data_Value`` to a running (sum, count) per question and
+state, and per question, state, category and stratification.  The sums are
+then turned into means and frozen, so every statistic is a function of the
+number of states and groups, never of the number of rows, and the index can
+be shared by any number of threads without a lock.
+"""
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Optional, Tuple
+
+QUESTION = "Question"
+STATE = "LocationDesc"
+VALUE = "Data_Value"
+CATEGORY = "StratificationCategory1"
+STRATIFICATION = "Stratification1"
+REQUIRED_COLUMNS = (QUESTION, STATE, VALUE, CATEGORY, STRATIFICATION)
+
+COURSE_FILE_NAME = "nutrition_activity_obesity_usa_subset.csv"
+DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo.csv"
+
+Group = Tuple[str, str]
+"""A (StratificationCategory1, Stratification1) pair."""
+
+
+class DataError(Exception):
+    """The data file cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class QuestionMeans:
+    """The means of one question.
+
+    ``global_mean`` is over every row of the question; ``state_means`` maps a
+    state to the mean of its rows; ``group_means`` maps a state to
+    {(category, stratification): mean}, leaving out rows where either is empty.
+    """
+
+    global_mean: float
+    state_means: Mapping[str, float]
+    group_means: Mapping[str, Mapping[Group, float]]
+
+
+@dataclass(frozen=True)
+class DataIndex:
+    """Everything the statistics need, built once and never changed.
+
+    ``rows`` counts the data rows read; ``skipped`` the ones left out because
+    their Data_Value was empty or not a finite number (or the row was short).
+    """
+
+    source: str
+    questions: Mapping[str, QuestionMeans]
+    rows: int
+    skipped: int
+
+    @property
+    def is_demo(self) -> bool:
+        """True when the index was loaded from the synthetic demo file."""
+        return Path(self.source).resolve() == DEMO_FILE
+
+
+def find_data_file(explicit: Optional[str], environ: Mapping[str, str],
+                   cwd: Path) -> Path:
+    """Pick the data file: --data, else $LESTATS_DATA, else the course file
+    in the working directory, else the demo file shipped in data/."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("LESTATS_DATA"):
+        return Path(environ["LESTATS_DATA"])
+    course_file = cwd / COURSE_FILE_NAME
+    if course_file.is_file():
+        return course_file
+    return DEMO_FILE
+
+
+def load(path: "os.PathLike[str] | str") -> DataIndex:
+    """Read the CSV at ``path`` into a DataIndex; raise DataError if unusable."""
+    path = os.fspath(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            return _index(path, csv.reader(stream))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+def _index(path: str, reader) -> DataIndex:
+    header = next(reader, None) or []
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise DataError(f"{path}: not a survey CSV: missing column(s) "
+                        + ", ".join(missing))
+    columns = [header.index(name) for name in REQUIRED_COLUMNS]
+    i_question, i_state, i_value, i_category, i_stratification = columns
+    width = max(columns) + 1
+
+    # (question, state) -> [sum, count]; (question, state, category, strat) -> [sum, count]
+    state_sums = {}
+    group_sums = {}
+    rows = skipped = 0
+    for row in reader:
+        rows += 1
+        if len(row) < width:
+            skipped += 1
+            continue
+        try:
+            value = float(row[i_value])
+        except ValueError:
+            skipped += 1
+            continue
+        if not math.isfinite(value):
+            skipped += 1
+            continue
+        key = (row[i_question], row[i_state])
+        acc = state_sums.get(key)
+        if acc is None:
+            state_sums[key] = [value, 1]
+        else:
+            acc[0] += value
+            acc[1] += 1
+        category, stratification = row[i_category], row[i_stratification]
+        if category and stratification and key[1]:
+            key = key + (category, stratification)
+            acc = group_sums.get(key)
+            if acc is None:
+                group_sums[key] = [value, 1]
+            else:
+                acc[0] += value
+                acc[1] += 1
+    return DataIndex(path, _freeze(state_sums, group_sums), rows, skipped)
+
+
+def _freeze(state_sums, group_sums) -> Mapping[str, QuestionMeans]:
+    totals = {}   # question -> [sum, count] over all its rows
+    states = {}   # question -> {state: mean}
+    groups = {}   # question -> {state: {(category, stratification): mean}}
+    for (question, state), (total, count) in state_sums.items():
+        acc = totals.setdefault(question, [0.0, 0])
+        acc[0] += total
+        acc[1] += count
+        if state:
+            states.setdefault(question, {})[state] = total / count
+    for (question, state, category, strat), (total, count) in group_sums.items():
+        groups.setdefault(question, {}).setdefault(state, {})[(category, strat)] = (
+            total / count)
+    frozen = {}
+    for question, (total, count) in totals.items():
+        if not question:
+            continue
+        by_state = groups.get(question, {})
+        frozen[question] = QuestionMeans(
+            global_mean=total / count,
+            state_means=MappingProxyType(states.get(question, {})),
+            group_means=MappingProxyType(
+                {state: MappingProxyType(means) for state, means in by_state.items()}),
+        )
+    return MappingProxyType(frozen)

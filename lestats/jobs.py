@@ -1,0 +1,201 @@
+"""Jobs: their ids, their statuses, and their result files.
+
+A job is one accepted statistic request.  ``JobManager.submit`` checks the
+request, gives it the next id (``job_id_1``, ``job_id_2``, ... with no gaps)
+and queues it on the pool; a worker computes it and writes its result with
+``ResultStore``, and only then marks it done, so a reader that sees "done"
+always finds the whole file.
+"""
+
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from .data import DataIndex
+from .pool import ThreadPool
+from .statistics import prepare
+
+log = logging.getLogger(__name__)
+
+RUNNING = "running"
+DONE = "done"
+ERROR = "error"
+
+_JOB_ID = re.compile(r"job_id_([1-9][0-9]{0,17})")
+_RESULT_FILE = re.compile(r"job_id_([1-9][0-9]{0,17})\.json")
+_TEMP_SUFFIX = ".tmp"
+
+
+class ShuttingDown(RuntimeError):
+    """A job was submitted after graceful shutdown began."""
+
+
+class AlreadyShuttingDown(RuntimeError):
+    """Graceful shutdown was asked for a second time."""
+
+
+class UnknownJob(LookupError):
+    """The job id is malformed or was never issued."""
+
+
+def job_number(job_id: str) -> int:
+    """The N of ``job_id_N``; raise UnknownJob if ``job_id`` is not exactly
+    that form (no sign, no leading zero, no path characters)."""
+    match = _JOB_ID.fullmatch(job_id)
+    if match is None:
+        raise UnknownJob(job_id)
+    return int(match.group(1))
+
+
+class ResultStore:
+    """The result files ``<directory>/job_id_N.json``.
+
+    Writes go to a temporary file in the same directory and are renamed into
+    place, so a reader sees either no file or the whole file.  File names are
+    only ever built from an int, never from a client's text.
+    """
+
+    def __init__(self, directory: "os.PathLike[str] | str"):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(f".job_id_*{_TEMP_SUFFIX}"):
+            stale.unlink()   # left by a crash in the middle of a write
+
+    def path(self, number: int) -> Path:
+        """Where the result of job ``number`` lives."""
+        return self.directory / f"job_id_{number}.json"
+
+    def write(self, number: int, data: Any) -> None:
+        """Store ``data`` as JSON for job ``number``, atomically."""
+        final = self.path(number)
+        temp = self.directory / f".{final.name}{_TEMP_SUFFIX}"
+        temp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(temp, final)
+
+    def read(self, number: int) -> bytes:
+        """The JSON text of job ``number``'s result."""
+        return self.path(number).read_bytes()
+
+    def numbers(self) -> List[int]:
+        """The job numbers that have a result file, ascending."""
+        found = (_RESULT_FILE.fullmatch(path.name) for path in self.directory.iterdir())
+        return sorted(int(match.group(1)) for match in found if match)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What get_results answers: a status and, when done, the result's JSON
+    text, or, on error, the reason."""
+
+    status: str
+    data_json: Optional[bytes] = None
+    reason: Optional[str] = None
+
+
+class JobManager:
+    """Accepts jobs, runs them on a ThreadPool, and answers for their state.
+
+    ``_mutex`` guards ``_next``, ``_status``, ``_reasons``, ``_running`` and
+    ``_accepting``.  It is held for dictionary updates only, never while a job
+    computes or a file is read or written.  ``submit`` and ``shutdown`` call
+    into the pool while holding it (lock order: this mutex, then the pool's;
+    the pool never calls back), which is what makes "the ids are handed out in
+    the order jobs are queued" and "no job is accepted after shutdown" true.
+
+    Invariant: ``_running`` is the number of values in ``_status`` equal to
+    RUNNING, so ``num_jobs`` and ``jobs`` agree at every moment.
+    """
+
+    def __init__(self, index: DataIndex, pool: ThreadPool, store: ResultStore):
+        self._index = index
+        self._pool = pool
+        self._store = store
+        self._mutex = threading.Lock()
+        earlier = store.numbers()
+        self._status: Dict[int, str] = dict.fromkeys(earlier, DONE)
+        self._reasons: Dict[int, str] = {}
+        self._next = (earlier[-1] + 1) if earlier else 1
+        self._running = 0
+        self._accepting = True
+
+    def submit(self, name: str, body: Mapping[str, Any]) -> str:
+        """Accept statistic ``name`` for ``body`` and return its job id.
+
+        Raise QueryError for a bad body, ShuttingDown after shutdown.
+        """
+        compute = prepare(self._index, name, body)
+        with self._mutex:
+            if not self._accepting:
+                raise ShuttingDown("Server is shutting down")
+            number = self._next
+            self._next += 1
+            self._status[number] = RUNNING
+            self._running += 1
+            self._pool.submit(lambda: self._run(number, compute))
+        return f"job_id_{number}"
+
+    def result(self, job_id: str) -> JobResult:
+        """The state of ``job_id``; raise UnknownJob if it was never issued."""
+        number = job_number(job_id)
+        with self._mutex:
+            status = self._status.get(number)
+            reason = self._reasons.get(number)
+        if status is None:
+            raise UnknownJob(job_id)
+        if status == DONE:
+            try:
+                return JobResult(DONE, data_json=self._store.read(number))
+            except OSError as exc:
+                return JobResult(ERROR, reason=f"result file unreadable: {exc}")
+        return JobResult(status, reason=reason)
+
+    def statuses(self) -> List[Tuple[str, str]]:
+        """(job id, status) of every job, in id order."""
+        with self._mutex:
+            items = list(self._status.items())
+        return [(f"job_id_{number}", status) for number, status in items]
+
+    def num_jobs(self) -> int:
+        """Jobs accepted and not yet finished."""
+        with self._mutex:
+            return self._running
+
+    def shutdown(self) -> None:
+        """Accept no more jobs and let the pool drain the accepted ones;
+        raise AlreadyShuttingDown the second time.  Returns at once."""
+        with self._mutex:
+            if not self._accepting:
+                raise AlreadyShuttingDown("Server is already shutting down")
+            self._accepting = False
+            self._pool.shutdown()
+
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown has begun."""
+        with self._mutex:
+            return self._accepting
+
+    def drain(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every accepted job has finished; False on timeout."""
+        return self._pool.join(timeout)
+
+    def _run(self, number: int, compute: Callable[[], Any]) -> None:
+        try:
+            self._store.write(number, compute())
+        except Exception as exc:   # pylint: disable=broad-except
+            log.exception("job_id_%d failed", number)
+            self._finish(number, ERROR, f"job failed: {type(exc).__name__}: {exc}")
+        else:
+            self._finish(number, DONE)
+
+    def _finish(self, number: int, status: str, reason: Optional[str] = None) -> None:
+        with self._mutex:
+            self._status[number] = status
+            if reason is not None:
+                self._reasons[number] = reason
+            self._running -= 1
