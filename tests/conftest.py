@@ -1,0 +1,168 @@
+"""Shared fixtures: tiny hand-made CSVs, a live server on an ephemeral port,
+and the course checker material from ../shared/checker."""
+
+import csv
+import http.client
+import json
+import os
+import threading
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from lestats.data import load
+from lestats.demo import HEADER
+from lestats.jobs import JobManager, ResultStore
+from lestats.pool import ThreadPool
+from lestats.webserver import StatsServer
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKER_DIR = Path(os.environ.get("LESTATS_CHECKER_DIR", REPO.parent / "shared" / "checker"))
+CHECKER_CSV = CHECKER_DIR / "nutrition_activity_obesity_usa_subset.csv"
+
+OBESITY = "Percent of adults aged 18 years and older who have obesity"
+MUSCLE = "Percent of adults who engage in muscle-strengthening activities on 2 or more days a week"
+UNRANKED = "Percent of adults who like statistics"
+
+
+def write_csv(path, rows, header=HEADER):
+    """Write ``rows`` (dicts of the columns that matter) as a survey CSV."""
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=header, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+    return path
+
+
+def row(question, state, value, category="", stratification=""):
+    """One CSV row as a dict."""
+    return {"Question": question, "LocationDesc": state, "Data_Value": value,
+            "StratificationCategory1": category, "Stratification1": stratification}
+
+
+# Hand-checkable data.  Obesity (lowest is best):
+#   Alabama 10, 20 -> 15; Alaska 30 -> 30; Ohio 5, 7 -> 6 (and a row with no value);
+#   Utah 15 -> 15 (ties Alabama); global (10+20+30+5+7+15)/6 = 14.5
+# Muscle (highest is best): Alabama 40, Ohio 50.  Unranked: Ohio 1.
+TINY_ROWS = [
+    row(OBESITY, "Alabama", "10", "Gender", "Male"),
+    row(OBESITY, "Alabama", "20", "Gender", "Female"),
+    row(OBESITY, "Alaska", "30", "Gender", "Male"),
+    row(OBESITY, "Ohio", "5", "Age (years)", "18 - 24"),
+    row(OBESITY, "Ohio", "7", "Age (years)", "18 - 24"),
+    row(OBESITY, "Ohio", "", "Age (years)", "25 - 34"),
+    row(OBESITY, "Utah", "15", "Total", ""),
+    row(MUSCLE, "Alabama", "40", "Total", "Total"),
+    row(MUSCLE, "Ohio", "50", "Total", "Total"),
+    row(UNRANKED, "Ohio", "1", "Total", "Total"),
+]
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """A CSV of TINY_ROWS."""
+    return write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+
+
+@pytest.fixture
+def tiny_index(tiny_csv):
+    """The DataIndex of TINY_ROWS."""
+    return load(tiny_csv)
+
+
+@pytest.fixture(scope="session")
+def checker_dir():
+    """../shared/checker (or $LESTATS_CHECKER_DIR); skips the test if absent."""
+    if not CHECKER_CSV.is_file():
+        pytest.skip(f"course checker material not found at {CHECKER_DIR} "
+                    "(set LESTATS_CHECKER_DIR to its path)")
+    return CHECKER_DIR
+
+
+@pytest.fixture(scope="session")
+def checker_index(checker_dir):
+    """The DataIndex of the checker CSV, loaded once per session."""
+    return load(checker_dir / CHECKER_CSV.name)
+
+
+class LiveServer:
+    """A StatsServer serving in a background thread on 127.0.0.1:<ephemeral>."""
+
+    def __init__(self, index, results_dir, workers=2, client_timeout=5.0, pool=None):
+        self.pool = pool or ThreadPool(workers)
+        self.store = ResultStore(results_dir)
+        self.jobs = JobManager(index, self.pool, self.store)
+        self.server = StatsServer(("127.0.0.1", 0), self.jobs, client_timeout)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, method, path, body=None, headers=None, raw=None):
+        """One request on a new connection; returns (status, headers, decoded body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            payload = raw if raw is not None else (
+                None if body is None else json.dumps(body).encode())
+            connection.request(method, path, body=payload, headers=headers or {})
+            response = connection.getresponse()
+            data = response.read()
+            content_type = response.getheader("Content-Type", "")
+            if content_type.startswith("application/json"):
+                data = json.loads(data)
+            return response.status, response, data
+        finally:
+            connection.close()
+
+    def submit(self, endpoint, body):
+        """POST a statistic; return its job id."""
+        status, _, answer = self.call("POST", f"/api/{endpoint}", body)
+        assert status == 200, answer
+        return answer["job_id"]
+
+    def wait_result(self, job_id, timeout=10.0):
+        """Poll get_results until the job is no longer running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, _, answer = self.call("GET", f"/api/get_results/{job_id}")
+            if answer.get("status") != "running" or time.monotonic() > deadline:
+                return status, answer
+            time.sleep(0.01)
+
+    def close(self):
+        """Stop serving and stop the pool."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.pool.shutdown()
+        self.pool.join(timeout=10)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """A factory of LiveServers, all closed at the end of the test."""
+    servers = []
+
+    def start(index, **options):
+        live = LiveServer(index, tmp_path / f"results{len(servers)}", **options)
+        servers.append(live)
+        return live
+
+    yield start
+    for live in servers:
+        live.close()
+
+
+@pytest.fixture
+def tiny_server(serve, tiny_index):
+    """A live server on TINY_ROWS."""
+    return serve(tiny_index)
+
+
+def cli_args(**overrides):
+    """An argparse Namespace like cli.parse_args gives, for build_server."""
+    values = {"host": "127.0.0.1", "port": 0, "data": None, "results_dir": "results",
+              "log_file": "webserver.log", "workers": 1, "client_timeout": 5.0}
+    values.update(overrides)
+    return Namespace(**values)
