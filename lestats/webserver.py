@@ -10,7 +10,10 @@ import html
 import json
 import logging
 import re
+import selectors
+import socket
 import socketserver
+import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 DEFAULT_CLIENT_TIMEOUT = 30.0
 JSON_TYPE = "application/json"
+JOB_ID_PARAM = "{job_id}"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
@@ -146,8 +150,7 @@ def graceful_shutdown(jobs: JobManager, _request: Request) -> Reply:
 def index_page(_jobs: JobManager, _request: Request) -> Reply:
     """``GET /``: the endpoints, as an HTML page."""
     items = "\n".join(
-        f"<li><code>{route.method} {html.escape(route.path)}"
-        f"{'&lt;job_id&gt;' if route.takes_param else ''}</code>: "
+        f"<li><code>{route.method} {html.escape(route.path)}</code>: "
         f"{html.escape(route.summary)}</li>"
         for route in ROUTES)
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lestats</title>"
@@ -159,8 +162,9 @@ def index_page(_jobs: JobManager, _request: Request) -> Reply:
 
 @dataclass(frozen=True)
 class Route:
-    """One line of the route table.  A ``path`` ending in "/" is a prefix
-    whose rest is passed to the handler as ``Request.param``."""
+    """One line of the route table.  A ``path`` ending in ``{job_id}`` matches
+    any path that starts with what comes before it; the rest is passed to the
+    handler as ``Request.param``."""
 
     method: str
     path: str
@@ -170,12 +174,13 @@ class Route:
     @property
     def takes_param(self) -> bool:
         """True for a prefix route such as get_results."""
-        return self.path.endswith("/")
+        return self.path.endswith(JOB_ID_PARAM)
 
     def matches(self, path: str) -> Optional[str]:
         """The path parameter ("" for exact routes) if ``path`` is this route's."""
         if self.takes_param:
-            return path[len(self.path):] if path.startswith(self.path) else None
+            prefix = self.path[:-len(JOB_ID_PARAM)]
+            return path[len(prefix):] if path.startswith(prefix) else None
         return "" if path == self.path else None
 
 
@@ -196,7 +201,7 @@ ROUTES: Tuple[Route, ...] = tuple(
     Route("POST", f"/api/{name}", post_statistic(name), _STATISTIC_SUMMARIES[name])
     for name in STATISTICS
 ) + (
-    Route("GET", "/api/get_results/", get_results,
+    Route("GET", "/api/get_results/" + JOB_ID_PARAM, get_results,
           "a job's status, and its result when done"),
     Route("GET", "/api/jobs", get_jobs, "every job and its status, in id order"),
     Route("GET", "/api/num_jobs", get_num_jobs, "jobs accepted and not yet finished"),
@@ -338,7 +343,12 @@ class RequestHandler(BaseHTTPRequestHandler):
 class StatsServer(ThreadingHTTPServer):
     """The lestats HTTP server: a thread per connection, answering from
     ``ROUTES`` with ``jobs``.  Connections idle or stalled longer than
-    ``client_timeout`` seconds are closed."""
+    ``client_timeout`` seconds are closed.
+
+    ``serve_forever`` sleeps in ``select()`` until a client connects or
+    ``shutdown`` writes to a wake-up socket: it never wakes up just to look
+    at a flag, as socketserver's own loop does every half second.
+    """
 
     daemon_threads = True
     request_queue_size = 1024
@@ -347,6 +357,10 @@ class StatsServer(ThreadingHTTPServer):
                  client_timeout: float = DEFAULT_CLIENT_TIMEOUT):
         self.jobs = jobs
         self.client_timeout = client_timeout
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()   # not serving yet
+        self._wake_reader, self._wake_writer = socket.socketpair()
         super().__init__(address, RequestHandler)
 
     def server_bind(self) -> None:
@@ -354,6 +368,31 @@ class StatsServer(ThreadingHTTPServer):
         # stall start-up for seconds; the address is all we need.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    def serve_forever(self, poll_interval: Optional[float] = None) -> None:
+        """Accept connections until ``shutdown``; ``poll_interval`` is ignored."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stop_requested.is_set():
+                    for key, _ in selector.select():
+                        if key.fileobj is self:
+                            self._handle_request_noblock()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` (running in another thread) and wait for it."""
+        self._stop_requested.set()
+        self._wake_writer.send(b"x")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("error on the connection from %s", client_address)
