@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, TextIO, Tuple
 from urllib.parse import urlsplit
 
 POLL_INTERVAL = 0.2
@@ -132,9 +132,11 @@ def load_suite(directory: Path) -> List[Tuple[str, Any, Any]]:
     return cases
 
 
-def run(cases_dir: Path, url: str, timeout: float, out=sys.stdout) -> Tuple[bool, List[Outcome]]:
-    """Run every suite under ``cases_dir``, print the report; return
-    (all passed, every outcome)."""
+def run(cases_dir: Path, url: str, timeout: float,
+        out: Optional[TextIO] = None) -> Tuple[bool, List[Outcome]]:
+    """Run every suite under ``cases_dir``, print the report to ``out``
+    (default: standard output); return (all passed, every outcome)."""
+    out = out or sys.stdout
     client = Client(url, timeout)
     outcomes: List[Outcome] = []
     total_points = 0.0

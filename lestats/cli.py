@@ -89,22 +89,27 @@ def build_server(index: DataIndex, args: argparse.Namespace,
 
 def serve_until_signalled(server: StatsServer) -> None:
     """Serve until SIGINT or SIGTERM, then stop taking jobs, finish the
-    accepted ones and close the server.  Must run in the main thread."""
+    accepted ones and close the server.  Must run in the main thread; the
+    previous signal handlers are put back on return."""
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda number, _frame: stop.set())
+    previous = {signum: signal.signal(signum, lambda number, _frame: stop.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     serving = threading.Thread(target=server.serve_forever, name="lestats-http")
     serving.start()
-    stop.wait()
-    log.info("signal received: draining the accepted jobs")
     try:
-        server.jobs.shutdown()
-    except AlreadyShuttingDown:
-        pass
-    server.jobs.drain()   # GETs are still answered meanwhile
-    server.shutdown()
-    serving.join()
-    server.server_close()
+        stop.wait()
+        log.info("signal received: draining the accepted jobs")
+        try:
+            server.jobs.shutdown()
+        except AlreadyShuttingDown:
+            pass
+        server.jobs.drain()   # GETs are still answered meanwhile
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     log.info("stopped")
 
 
