@@ -17,8 +17,9 @@ from typing import List, Mapping, Optional
 
 from . import logs
 from .data import DataError, DataIndex, find_data_file, load
-from .jobs import AlreadyShuttingDown, JobManager, ResultStore
+from .jobs import AlreadyShuttingDown, JobManager
 from .pool import ThreadPool
+from .storage import JobStore
 from .webserver import DEFAULT_CLIENT_TIMEOUT, StatsServer
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--log-file", default="webserver.log", help="the log file")
     parser.add_argument("--workers", type=int,
                         help="worker threads (default: $TP_NUM_OF_THREADS, then the CPU count)")
+    parser.add_argument("--no-fsync", dest="fsync", action="store_false",
+                        help="record accepted jobs without waiting for the disk (they"
+                        " survive a killed server, not a power cut)")
     parser.add_argument("--client-timeout", type=float, default=DEFAULT_CLIENT_TIMEOUT,
                         help="seconds a connection may stay idle or stalled")
     return parser.parse_args(argv)
@@ -70,12 +74,12 @@ def build_server(index: DataIndex, args: argparse.Namespace,
     """Wire the pool, the job manager and the HTTP server (bound, not yet
     serving).  Raise StartError if the results directory or port is unusable."""
     workers = worker_count(args.workers, environ)
-    try:
-        store = ResultStore(args.results_dir)
-    except OSError as exc:
-        raise StartError(f"results directory {args.results_dir}: {exc.strerror or exc}") from exc
     pool = ThreadPool(workers)
-    jobs = JobManager(index, pool, store)
+    try:
+        jobs = JobManager(index, pool, JobStore(args.results_dir, fsync=args.fsync))
+    except OSError as exc:
+        pool.shutdown()
+        raise StartError(f"results directory {args.results_dir}: {exc.strerror or exc}") from exc
     try:
         server = StatsServer((args.host, args.port), jobs, args.client_timeout)
     except OSError as exc:

@@ -1,24 +1,24 @@
-"""Jobs: their ids, their statuses, and their result files.
+"""Jobs: their ids and their statuses.
 
 A job is one accepted statistic request.  ``JobManager.submit`` checks the
-request, gives it the next id (``job_id_1``, ``job_id_2``, ... with no gaps)
-and queues it on the pool; a worker computes it and writes its result with
-``ResultStore``, and only then marks it done, so a reader that sees "done"
-always finds the whole file.
+request, gives it the next id (``job_id_1``, ``job_id_2``, ... with no gaps),
+queues it on the pool and records it in the journal before the id goes back
+to the client; a worker computes it and writes its result file, and only
+then marks it done, so a reader that sees "done" always finds the whole
+file.  At start, jobs that an earlier run accepted but did not finish are
+queued again (see ``storage``).
 """
 
-import json
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .data import DataIndex
 from .pool import ThreadPool
-from .statistics import prepare
+from .statistics import QueryError, prepare
+from .storage import AcceptedJob, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ DONE = "done"
 ERROR = "error"
 
 _JOB_ID = re.compile(r"job_id_([1-9][0-9]{0,17})")
-_RESULT_FILE = re.compile(r"job_id_([1-9][0-9]{0,17})\.json")
-_TEMP_SUFFIX = ".tmp"
 
 
 class ShuttingDown(RuntimeError):
@@ -50,41 +48,6 @@ def job_number(job_id: str) -> int:
     if match is None:
         raise UnknownJob(job_id)
     return int(match.group(1))
-
-
-class ResultStore:
-    """The result files ``<directory>/job_id_N.json``.
-
-    Writes go to a temporary file in the same directory and are renamed into
-    place, so a reader sees either no file or the whole file.  File names are
-    only ever built from an int, never from a client's text.
-    """
-
-    def __init__(self, directory: "os.PathLike[str] | str"):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(f".job_id_*{_TEMP_SUFFIX}"):
-            stale.unlink()   # left by a crash in the middle of a write
-
-    def path(self, number: int) -> Path:
-        """Where the result of job ``number`` lives."""
-        return self.directory / f"job_id_{number}.json"
-
-    def write(self, number: int, data: Any) -> None:
-        """Store ``data`` as JSON for job ``number``, atomically."""
-        final = self.path(number)
-        temp = self.directory / f".{final.name}{_TEMP_SUFFIX}"
-        temp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temp, final)
-
-    def read(self, number: int) -> bytes:
-        """The JSON text of job ``number``'s result."""
-        return self.path(number).read_bytes()
-
-    def numbers(self) -> List[int]:
-        """The job numbers that have a result file, ascending."""
-        found = (_RESULT_FILE.fullmatch(path.name) for path in self.directory.iterdir())
-        return sorted(int(match.group(1)) for match in found if match)
 
 
 @dataclass(frozen=True)
@@ -111,22 +74,30 @@ class JobManager:
     RUNNING, so ``num_jobs`` and ``jobs`` agree at every moment.
     """
 
-    def __init__(self, index: DataIndex, pool: ThreadPool, store: ResultStore):
+    def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore):
         self._index = index
         self._pool = pool
         self._store = store
         self._mutex = threading.Lock()
-        earlier = store.numbers()
-        self._status: Dict[int, str] = dict.fromkeys(earlier, DONE)
+        recovered = store.recover()
+        self._status: Dict[int, str] = dict.fromkeys(recovered.finished, DONE)
         self._reasons: Dict[int, str] = {}
-        self._next = (earlier[-1] + 1) if earlier else 1
+        self._next = recovered.next_number
         self._running = 0
         self._accepting = True
+        for job in recovered.pending:
+            self._resume(job)
+        if recovered.pending:
+            log.info("%d job(s) accepted by an earlier run queued again",
+                     len(recovered.pending))
 
     def submit(self, name: str, body: Mapping[str, Any]) -> str:
-        """Accept statistic ``name`` for ``body`` and return its job id.
+        """Accept statistic ``name`` for ``body`` and return its job id once
+        the job is in the journal.
 
-        Raise QueryError for a bad body, ShuttingDown after shutdown.
+        Raise QueryError for a bad body, ShuttingDown after shutdown, OSError
+        if the journal cannot be written (the job then runs, but its id was
+        never given out).
         """
         compute = prepare(self._index, name, body)
         with self._mutex:
@@ -134,9 +105,8 @@ class JobManager:
                 raise ShuttingDown("Server is shutting down")
             number = self._next
             self._next += 1
-            self._status[number] = RUNNING
-            self._running += 1
-            self._pool.submit(lambda: self._run(number, compute))
+            self._queue(number, compute)
+        self._store.accept(AcceptedJob(number, name, body))
         return f"job_id_{number}"
 
     def result(self, job_id: str) -> JobResult:
@@ -149,7 +119,7 @@ class JobManager:
             raise UnknownJob(job_id)
         if status == DONE:
             try:
-                return JobResult(DONE, data_json=self._store.read(number))
+                return JobResult(DONE, data_json=self._store.read_result(number))
             except OSError as exc:
                 return JobResult(ERROR, reason=f"result file unreadable: {exc}")
         return JobResult(status, reason=reason)
@@ -157,7 +127,7 @@ class JobManager:
     def statuses(self) -> List[Tuple[str, str]]:
         """(job id, status) of every job, in id order."""
         with self._mutex:
-            items = list(self._status.items())
+            items = sorted(self._status.items())
         return [(f"job_id_{number}", status) for number, status in items]
 
     def num_jobs(self) -> int:
@@ -174,19 +144,29 @@ class JobManager:
             self._accepting = False
             self._pool.shutdown()
 
-    @property
-    def accepting(self) -> bool:
-        """False once shutdown has begun."""
-        with self._mutex:
-            return self._accepting
-
     def drain(self, timeout: Optional[float] = None) -> bool:
         """Wait until every accepted job has finished; False on timeout."""
         return self._pool.join(timeout)
 
+    def _resume(self, job: AcceptedJob) -> None:
+        try:
+            compute = prepare(self._index, job.endpoint, job.body)
+        except (QueryError, KeyError) as exc:   # the data changed since it was accepted
+            self._status[job.number] = ERROR
+            self._reasons[job.number] = f"cannot run again on this data: {exc}"
+            return
+        with self._mutex:
+            self._queue(job.number, compute)
+
+    def _queue(self, number: int, compute: Callable[[], Any]) -> None:
+        """Mark job ``number`` running and give it to the pool.  Hold _mutex."""
+        self._status[number] = RUNNING
+        self._running += 1
+        self._pool.submit(lambda: self._run(number, compute))
+
     def _run(self, number: int, compute: Callable[[], Any]) -> None:
         try:
-            self._store.write(number, compute())
+            self._store.write_result(number, compute())
         except Exception as exc:   # pylint: disable=broad-except
             log.exception("job_id_%d failed", number)
             self._finish(number, ERROR, f"job failed: {type(exc).__name__}: {exc}")

@@ -14,8 +14,9 @@ import pytest
 
 from lestats.data import load
 from lestats.demo import HEADER
-from lestats.jobs import JobManager, ResultStore
+from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
+from lestats.storage import JobStore
 from lestats.webserver import StatsServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ class LiveServer:
 
     def __init__(self, index, results_dir, workers=2, client_timeout=5.0, pool=None):
         self.pool = pool or ThreadPool(workers)
-        self.store = ResultStore(results_dir)
+        self.store = JobStore(results_dir)
         self.jobs = JobManager(index, self.pool, self.store)
         self.server = StatsServer(("127.0.0.1", 0), self.jobs, client_timeout)
         self.port = self.server.server_port
@@ -163,6 +164,7 @@ def tiny_server(serve, tiny_index):
 def cli_args(**overrides):
     """An argparse Namespace like cli.parse_args gives, for build_server."""
     values = {"host": "127.0.0.1", "port": 0, "data": None, "results_dir": "results",
-              "log_file": "webserver.log", "workers": 1, "client_timeout": 5.0}
+              "log_file": "webserver.log", "workers": 1, "client_timeout": 5.0,
+              "fsync": True}
     values.update(overrides)
     return Namespace(**values)

@@ -48,7 +48,7 @@ def test_a_statistic_is_a_job_whose_result_is_served(tiny_server, endpoint, body
 
 def test_results_are_also_files_in_the_results_directory(tiny_server):
     tiny_server.wait_result(tiny_server.submit("global_mean", {"question": OBESITY}))
-    assert json.loads(tiny_server.store.path(1).read_text()) == {"global_mean": 14.5}
+    assert json.loads(tiny_server.store.result_path(1).read_text()) == {"global_mean": 14.5}
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -136,7 +136,7 @@ def test_a_failed_job_is_500_and_error_in_jobs(tiny_server, monkeypatch):
     def disk_full(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tiny_server.store, "write", disk_full)
+    monkeypatch.setattr(tiny_server.store, "write_result", disk_full)
     job_id = tiny_server.submit("global_mean", {"question": OBESITY})
     status, answer = tiny_server.wait_result(job_id)
     assert status == 500 and "No space left on device" in error_of(answer)

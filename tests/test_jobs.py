@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from lestats.jobs import (DONE, ERROR, RUNNING, AlreadyShuttingDown, JobManager,
-                          ResultStore, ShuttingDown, UnknownJob, job_number)
+                          ShuttingDown, UnknownJob, job_number)
+from lestats.storage import JobStore
 from lestats.pool import ThreadPool
 from lestats.statistics import QueryError
 
@@ -27,7 +28,7 @@ def pool():
 
 @pytest.fixture
 def manager(tiny_index, pool, tmp_path):
-    return JobManager(tiny_index, pool, ResultStore(tmp_path / "results"))
+    return JobManager(tiny_index, pool, JobStore(tmp_path / "results"))
 
 
 def test_ids_count_from_one_and_results_are_files(manager, tmp_path):
@@ -53,7 +54,7 @@ def test_status_and_num_jobs_agree_while_a_job_waits(tiny_index, tmp_path):
     gate = threading.Event()
     pool = ThreadPool(1)
     try:
-        manager = JobManager(tiny_index, pool, ResultStore(tmp_path))
+        manager = JobManager(tiny_index, pool, JobStore(tmp_path))
         pool.submit(gate.wait)   # keeps the only worker busy
         manager.submit("global_mean", ASK)
         assert manager.result("job_id_1").status == RUNNING
@@ -84,6 +85,28 @@ def test_an_id_never_issued_is_unknown(manager):
     assert job_number("job_id_1") == 1
 
 
+def test_accepted_jobs_without_a_result_run_again_after_a_restart(tiny_index, pool, tmp_path):
+    first = JobManager(tiny_index, ThreadPool(1), JobStore(tmp_path))
+    first.submit("global_mean", ASK)
+    first.submit("state_mean", {"question": OBESITY, "state": "Ohio"})
+    first.drain(timeout=5)
+    (tmp_path / "job_id_2.json").unlink()   # as if killed before job 2 finished
+    again = JobManager(tiny_index, pool, JobStore(tmp_path))
+    assert again.drain(timeout=5)
+    assert json.loads(again.result("job_id_2").data_json) == {"Ohio": 6.0}
+    assert again.statuses() == [("job_id_1", DONE), ("job_id_2", DONE)]
+    assert again.submit("global_mean", ASK) == "job_id_3"
+
+
+def test_a_job_that_cannot_run_on_new_data_ends_in_error(tiny_index, pool, tmp_path):
+    (tmp_path / "accepted.jsonl").write_text(
+        '{"job": 4, "endpoint": "global_mean", "body": {"question": "gone"}}\n')
+    manager = JobManager(tiny_index, pool, JobStore(tmp_path))
+    result = manager.result("job_id_4")
+    assert result.status == ERROR and "cannot run again" in result.reason
+    assert manager.submit("global_mean", ASK) == "job_id_5"
+
+
 def test_numbering_continues_after_a_restart(tiny_index, pool, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
@@ -92,7 +115,7 @@ def test_numbering_continues_after_a_restart(tiny_index, pool, tmp_path):
     for name in ("job_id_08.json", "job_id_x.json", "notes.txt"):
         (results / name).write_text("ignored")
     (results / ".job_id_9.json.tmp").write_text('{"half')   # a crash mid-write
-    manager = JobManager(tiny_index, pool, ResultStore(results))
+    manager = JobManager(tiny_index, pool, JobStore(results))
     assert manager.statuses() == [("job_id_3", DONE), ("job_id_7", DONE)]
     assert manager.submit("global_mean", ASK) == "job_id_8"
     assert not (results / ".job_id_9.json.tmp").exists()
@@ -101,14 +124,14 @@ def test_numbering_continues_after_a_restart(tiny_index, pool, tmp_path):
 
 def test_a_result_that_cannot_be_written_ends_in_error_and_the_pool_goes_on(
         manager, monkeypatch, caplog):
-    original = ResultStore.write
+    original = JobStore.write_result
 
     def disk_full(store, number, data):
         if number == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
         original(store, number, data)
 
-    monkeypatch.setattr(ResultStore, "write", disk_full)
+    monkeypatch.setattr(JobStore, "write_result", disk_full)
     manager.submit("global_mean", ASK)
     manager.submit("global_mean", ASK)
     assert manager.drain(timeout=5)
@@ -141,18 +164,9 @@ def test_a_result_file_deleted_behind_our_back_is_an_error(manager, tmp_path):
     assert result.status == ERROR and "unreadable" in result.reason
 
 
-def test_the_result_file_appears_whole(tmp_path):
-    store = ResultStore(tmp_path)
-    store.write(5, {"a": 1})
-    assert store.read(5) == b'{"a": 1}'
-    assert [p.name for p in tmp_path.iterdir()] == ["job_id_5.json"]
-    assert store.numbers() == [5]
-
-
 def test_shutdown_refuses_new_jobs_and_a_second_shutdown(manager):
     manager.submit("global_mean", ASK)
     manager.shutdown()
-    assert not manager.accepting
     with pytest.raises(ShuttingDown):
         manager.submit("global_mean", ASK)
     with pytest.raises(AlreadyShuttingDown):
@@ -178,7 +192,7 @@ class GatedPool(ThreadPool):
 
 def test_a_shutdown_that_arrives_mid_submit_waits_and_the_job_still_runs(tiny_index, tmp_path):
     pool = GatedPool(1)
-    manager = JobManager(tiny_index, pool, ResultStore(tmp_path))
+    manager = JobManager(tiny_index, pool, JobStore(tmp_path))
     pool.release_submit.clear()
     submitted = []
     submitter = threading.Thread(target=lambda: submitted.append(
@@ -202,7 +216,7 @@ def test_a_shutdown_that_arrives_mid_submit_waits_and_the_job_still_runs(tiny_in
 def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_path):
     for round_number in range(30):
         pool = ThreadPool(2)
-        manager = JobManager(tiny_index, pool, ResultStore(tmp_path / str(round_number)))
+        manager = JobManager(tiny_index, pool, JobStore(tmp_path / str(round_number)))
         start = threading.Barrier(9)
         accepted, refused = [], []
 
@@ -229,4 +243,5 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
         numbers = sorted(job_number(job_id) for job_id in accepted)
         assert numbers == list(range(1, len(accepted) + 1))
         assert manager.statuses() == [(f"job_id_{n}", DONE) for n in numbers]
-        assert ResultStore(tmp_path / str(round_number)).numbers() == numbers
+        written = sorted(int(p.stem[7:]) for p in (tmp_path / str(round_number)).glob("job_id_*"))
+        assert written == numbers
