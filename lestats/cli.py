@@ -20,7 +20,7 @@ from .data import DataError, DataIndex, find_data_file, load
 from .jobs import AlreadyShuttingDown, JobManager
 from .pool import ThreadPool
 from .storage import JobStore
-from .webserver import DEFAULT_CLIENT_TIMEOUT, StatsServer
+from .webserver import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="record accepted jobs without waiting for the disk (they"
                         " survive a killed server, not a power cut)")
     parser.add_argument("--client-timeout", type=float, default=DEFAULT_CLIENT_TIMEOUT,
-                        help="seconds a connection may stay idle or stalled")
+                        help="seconds a request may take to arrive, and a kept-alive"
+                        " connection may stay idle")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="open connections at most; more are answered 503")
     return parser.parse_args(argv)
 
 
@@ -81,7 +84,8 @@ def build_server(index: DataIndex, args: argparse.Namespace,
         pool.shutdown()
         raise StartError(f"results directory {args.results_dir}: {exc.strerror or exc}") from exc
     try:
-        server = StatsServer((args.host, args.port), jobs, args.client_timeout)
+        server = StatsServer((args.host, args.port), jobs, args.client_timeout,
+                             args.max_connections)
     except OSError as exc:
         pool.shutdown()
         raise StartError(f"cannot listen on {args.host}:{args.port}: "

@@ -7,6 +7,7 @@ error bodies happens in this module and nowhere else.
 """
 
 import html
+import io
 import json
 import logging
 import re
@@ -14,8 +15,9 @@ import selectors
 import socket
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .jobs import AlreadyShuttingDown, JobManager, ShuttingDown, UnknownJob
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 DEFAULT_CLIENT_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
 JSON_TYPE = "application/json"
 JOB_ID_PARAM = "{job_id}"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
@@ -232,6 +235,30 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+class DeadlineReader(io.RawIOBase):
+    """Reads from a socket until ``deadline`` (a ``time.monotonic()`` value).
+
+    A per-read socket timeout is not enough: a client sending one byte a
+    second never trips it.  Each read here waits at most for what is left of
+    the deadline, so a whole request must arrive within the time allowed.
+    """
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self._sock = sock
+        self.deadline = float("inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("the request did not arrive in time")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
 class RequestHandler(BaseHTTPRequestHandler):
     """Answers one connection's requests (HTTP/1.1, keep-alive) from ROUTES.
 
@@ -240,6 +267,9 @@ class RequestHandler(BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    # What a request line without a version is taken for; not "HTTP/0.9",
+    # whose answers have no status line, so even garbage gets a proper reply.
+    default_request_version = "HTTP/1.0"
     server_version = "lestats"
     wbufsize = -1                     # buffered: headers and body leave in one send
     disable_nagle_algorithm = True
@@ -249,8 +279,19 @@ class RequestHandler(BaseHTTPRequestHandler):
         return self.server_version
 
     def setup(self) -> None:
-        self.timeout = self.server.client_timeout   # read by StreamRequestHandler.setup
         super().setup()
+        self._reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """One request, which must arrive whole within the client timeout
+        (also while a kept-alive connection waits for its next request)."""
+        self._reader.deadline = time.monotonic() + self.server.client_timeout
+        try:
+            super().handle_one_request()
+        except OSError as exc:   # timed out, reset, or gone: nothing more to say
+            log.info("connection from %s closed: %s", self.client_address[0], exc)
+            self.close_connection = True
 
     def do_GET(self) -> None:   # pylint: disable=invalid-name
         """Every method goes through the route table."""
@@ -320,6 +361,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        self.connection.settimeout(self.server.client_timeout)   # a client that never reads
         if self.command != "HEAD":
             self.wfile.write(body)
 
@@ -340,23 +382,32 @@ class RequestHandler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
-class StatsServer(ThreadingHTTPServer):
+_BUSY_BODY = b'{"status": "error", "reason": "Server busy: too many open connections"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_BUSY_BODY)) + _BUSY_BODY
+
+
+class StatsServer(HTTPServer):
     """The lestats HTTP server: a thread per connection, answering from
-    ``ROUTES`` with ``jobs``.  Connections idle or stalled longer than
-    ``client_timeout`` seconds are closed.
+    ``ROUTES`` with ``jobs``.  A request (or the wait for the next one on a
+    kept-alive connection) that takes longer than ``client_timeout`` seconds
+    closes its connection.  At most ``max_connections`` are open at once; more
+    are answered 503 and closed, so threads and memory stay bounded.
 
     ``serve_forever`` sleeps in ``select()`` until a client connects or
     ``shutdown`` writes to a wake-up socket: it never wakes up just to look
     at a flag, as socketserver's own loop does every half second.
     """
 
-    daemon_threads = True
     request_queue_size = 1024
 
     def __init__(self, address: Tuple[str, int], jobs: JobManager,
-                 client_timeout: float = DEFAULT_CLIENT_TIMEOUT):
+                 client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
         self.jobs = jobs
         self.client_timeout = client_timeout
+        # One slot per open connection (and so per connection thread).
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()   # not serving yet
@@ -382,6 +433,39 @@ class StatsServer(ThreadingHTTPServer):
                             self._handle_request_noblock()
         finally:
             self._stopped.set()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for the connection, or answer 503 and close it when
+        ``max_connections`` are open already."""
+        if not self._slots.acquire(blocking=False):
+            log.warning("connection from %s refused: too many open connections",
+                        client_address[0])
+            request.setblocking(False)
+            try:
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address), daemon=True,
+                                  name=f"lestats-connection-{client_address[1]}")
+        try:
+            thread.start()
+        except BaseException:
+            self._slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """A connection's thread: serve its requests, then close it and free its slot."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:   # pylint: disable=broad-except
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
 
     def shutdown(self) -> None:
         """Stop ``serve_forever`` (running in another thread) and wait for it."""

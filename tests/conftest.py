@@ -92,11 +92,12 @@ def checker_index(checker_dir):
 class LiveServer:
     """A StatsServer serving in a background thread on 127.0.0.1:<ephemeral>."""
 
-    def __init__(self, index, results_dir, workers=2, client_timeout=5.0, pool=None):
+    def __init__(self, index, results_dir, workers=2, client_timeout=5.0, pool=None,
+                 max_connections=1000):
         self.pool = pool or ThreadPool(workers)
         self.store = JobStore(results_dir)
         self.jobs = JobManager(index, self.pool, self.store)
-        self.server = StatsServer(("127.0.0.1", 0), self.jobs, client_timeout)
+        self.server = StatsServer(("127.0.0.1", 0), self.jobs, client_timeout, max_connections)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -165,6 +166,6 @@ def cli_args(**overrides):
     """An argparse Namespace like cli.parse_args gives, for build_server."""
     values = {"host": "127.0.0.1", "port": 0, "data": None, "results_dir": "results",
               "log_file": "webserver.log", "workers": 1, "client_timeout": 5.0,
-              "fsync": True}
+              "fsync": True, "max_connections": 100}
     values.update(overrides)
     return Namespace(**values)

@@ -1,0 +1,265 @@
+"""Hostile, broken and slow clients: every one gets API.md's answer or is cut
+off, and the server keeps serving everybody else."""
+
+import json
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import OBESITY
+
+TIMEOUT = 0.5   # the server's client timeout in these tests
+
+
+@pytest.fixture
+def server(serve, tiny_index):
+    return serve(tiny_index, client_timeout=TIMEOUT, max_connections=400)
+
+
+def exchange(live, raw, read_timeout=5.0):
+    """Send raw bytes on a new connection; return everything the server sends
+    back before it closes the connection (or read_timeout passes)."""
+    with socket.create_connection(("127.0.0.1", live.port), timeout=read_timeout) as sock:
+        try:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)   # no more requests: the server closes after answering
+        except OSError:
+            pass   # the server may close before reading everything
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except (ConnectionResetError, socket.timeout):
+            pass
+    return b"".join(chunks)
+
+
+def status_and_json(reply):
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def still_serving(live):
+    status, answer = live.wait_result(live.submit("global_mean", {"question": OBESITY}))
+    return status == 200 and answer["data"] == {"global_mean": 14.5}
+
+
+def connection_threads():
+    return sum(t.name.startswith("lestats-connection") for t in threading.enumerate())
+
+
+def rss_kib():
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("raw, status, reason", [
+    (b"GARBAGE\r\n\r\n", 400, "Bad request"),
+    (b"GET / HTTP/9.9\r\n\r\n", 505, "Invalid HTTP version"),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, ""),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431, "Line too long"),
+    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n",
+     431, "Too many headers"),
+    (b"BREW /api/jobs HTTP/1.1\r\n\r\n", 501, "Unsupported method"),
+    (b"POST /api/states_mean HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"5\r\nhello\r\n0\r\n\r\n", 411, "chunked bodies are not accepted"),
+    (b"POST /api/states_mean HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400,
+     "Content-Length must be one non-negative integer"),
+    (b"POST /api/states_mean HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 400,
+     "Content-Length must be one non-negative integer"),
+    (b"POST /api/states_mean HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+     400, "Content-Length must be one non-negative integer"),
+    (b"POST /api/states_mean HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400,
+     "Content-Length must be one non-negative integer"),
+    (b"GET /api/get_results/job_id_1\x00 HTTP/1.1\r\n\r\n", 404, "Invalid job_id"),
+    (b"GET /api/get_results/%2e%2e%2f%2e%2e%2fetc%2fpasswd HTTP/1.1\r\n\r\n", 404,
+     "Invalid job_id"),
+    (b"GET /api/get_results/../../etc/passwd HTTP/1.1\r\n\r\n", 404, "Invalid job_id"),
+    (b"GET /api/get_results/job_id_+1 HTTP/1.1\r\n\r\n", 404, "Invalid job_id"),
+    (b"GET /api/get_results/job_id_1000000000000000000000000000000 HTTP/1.1\r\n\r\n", 404,
+     "Invalid job_id"),
+    (b"GET /" + b"x" * 60_000 + b" HTTP/1.1\r\n\r\n", 404, "Not found"),
+])
+def test_broken_requests_get_a_json_error_and_the_server_goes_on(server, raw, status, reason):
+    got_status, answer = status_and_json(exchange(server, raw))
+    assert got_status == status
+    assert answer["status"] == "error" and reason in answer["reason"]
+    assert still_serving(server)
+
+
+def test_no_request_ever_reads_a_file_outside_the_results_directory(server, tmp_path):
+    secret = tmp_path / "job_id_1.json"
+    secret.write_text('{"secret": true}')
+    for path in ("../job_id_1", "..%2Fjob_id_1", "%2e%2e/job_id_1", "job_id_1/..",
+                 "/tmp/job_id_1", "job_id_1.json"):
+        reply = exchange(server, f"GET /api/get_results/{path} HTTP/1.1\r\n\r\n".encode())
+        assert status_and_json(reply) == (404, {"status": "error", "reason": "Invalid job_id"})
+
+
+def test_a_body_shorter_than_its_content_length_times_out_alone(server):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as stalled:
+        stalled.sendall(b"POST /api/states_mean HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        assert still_serving(server)            # others are served meanwhile
+        assert stalled.recv(100) == b""         # then the stalled one is closed
+    assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 2
+
+
+def test_a_client_that_sends_nothing_is_cut_off(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
+        started = time.monotonic()
+        assert silent.recv(100) == b""
+        assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 2
+
+
+def test_a_client_trickling_one_byte_at_a_time_is_cut_off_at_the_deadline(server):
+    request = b"POST /api/states_mean HTTP/1.1\r\nContent-Length: 40\r\n\r\n" + b" " * 40
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
+        try:
+            for byte in request:
+                slow.sendall(bytes([byte]))
+                time.sleep(0.05)   # the slow client's pace, not a wait for the server
+                if time.monotonic() - started > TIMEOUT + 2:
+                    break
+        except OSError:
+            pass   # cut off: the point of the test
+        slow.settimeout(5)
+        try:
+            rest = slow.recv(100)
+        except ConnectionResetError:
+            rest = b""
+    assert rest == b""
+    assert time.monotonic() - started < TIMEOUT + 2.5
+
+
+def test_two_hundred_idle_connections_do_not_slow_other_clients(server):
+    assert still_serving(server)
+    baseline_threads = connection_threads()
+    baseline_rss = rss_kib()
+    start = time.monotonic()
+    for _ in range(20):
+        server.call("GET", "/api/num_jobs")
+    normal = (time.monotonic() - start) / 20
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            for _ in range(200)]
+    try:
+        for sock in idle:
+            sock.sendall(b"GET")   # a request begun and never finished
+        start = time.monotonic()
+        for _ in range(20):
+            assert server.call("GET", "/api/num_jobs")[0] == 200
+        busy = (time.monotonic() - start) / 20
+        threads = connection_threads()
+        rss_growth_mib = (rss_kib() - baseline_rss) / 1024
+        print(f"\n200 idle connections: {threads} connection threads, RSS +{rss_growth_mib:.1f}"
+              f" MiB, request {normal * 1000:.2f} ms -> {busy * 1000:.2f} ms")
+        assert threads <= baseline_threads + 200 + 2   # + a closing one or two
+        assert rss_growth_mib < 64
+        assert busy < max(10 * normal, 0.05)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert still_serving(server)
+
+
+def test_a_burst_of_connections_is_accepted_not_refused(server):
+    count = 300
+    start = threading.Barrier(count)
+    answers = []
+
+    def client():
+        start.wait(timeout=10)
+        answers.append(status_and_json(exchange(server, b"GET /api/num_jobs HTTP/1.1\r\n"
+                                                        b"Connection: close\r\n\r\n"))[0])
+
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == [200] * count
+
+
+def test_past_max_connections_a_client_gets_503_and_the_rest_go_on(serve, tiny_index):
+    live = serve(tiny_index, client_timeout=5, max_connections=3)
+    held = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(3)]
+    try:
+        for sock in held:   # each one has a thread now: make sure by asking
+            sock.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
+            assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+        status, answer = status_and_json(exchange(live, b"GET / HTTP/1.1\r\n\r\n"))
+        assert status == 503 and "too many open connections" in answer["reason"]
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and connection_threads() > 0:
+        time.sleep(0.01)   # the held connections' threads notice the close
+    assert still_serving(live)
+
+
+def mutate(rng, raw):
+    raw = bytearray(raw)
+    for _ in range(rng.randint(1, 4)):
+        choice = rng.random()
+        position = rng.randrange(len(raw) + 1)
+        if choice < 0.3 and raw:
+            del raw[position:position + rng.randint(1, 20)]
+        elif choice < 0.6:
+            raw[position:position] = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 20)))
+        elif choice < 0.8 and raw:
+            raw[min(position, len(raw) - 1)] = rng.getrandbits(8)
+        else:
+            raw[position:position] = rng.choice([b"\r\n", b"\r\n\r\n", b"%", b"..", b"\x00",
+                                                 b"{", b"[" * 50, b"Content-Length: 7\r\n"])
+    return bytes(raw)
+
+
+SEEDS = [
+    b"POST /api/states_mean HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s",
+    b"POST /api/state_mean_by_category HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s",
+    b"GET /api/get_results/job_id_1 HTTP/1.1\r\n\r\n",
+    b"GET /api/jobs HTTP/1.1\r\nConnection: keep-alive\r\n\r\nGET /api/num_jobs HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+]
+
+
+def test_fuzzing_with_random_and_mutated_requests(server):
+    rng = random.Random(20261127)
+    body = json.dumps({"question": OBESITY, "state": "Ohio"}).encode()
+    idle_threads = connection_threads()
+    deadline = time.monotonic() + 4
+    sent = 0
+    statuses = {}
+    while sent < 3000 and time.monotonic() < deadline:
+        seed = rng.choice(SEEDS)
+        raw = seed % (len(body), body) if b"%d" in seed else seed
+        raw = mutate(rng, raw) if rng.random() < 0.9 else bytes(
+            rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+        reply = exchange(server, raw, read_timeout=TIMEOUT + 1)
+        sent += 1
+        if reply.startswith(b"HTTP/1."):
+            code = int(reply.split(b" ", 2)[1])
+            statuses[code] = statuses.get(code, 0) + 1
+            assert code in (200, 400, 404, 405, 411, 413, 414, 431, 501, 505), reply[:300]
+            head, _, rest = reply.partition(b"\r\n\r\n")
+            assert b"Traceback" not in rest
+        else:
+            assert reply == b"", reply[:300]   # cut off without an answer
+    print(f"\nfuzz: {sent} requests, statuses {sorted(statuses.items())}")
+    assert sent >= 300
+    assert still_serving(server)
+    end = time.monotonic() + TIMEOUT + 2
+    while connection_threads() > idle_threads and time.monotonic() < end:
+        time.sleep(0.01)
+    assert connection_threads() <= idle_threads
