@@ -95,15 +95,17 @@ def build_server(index: DataIndex, args: argparse.Namespace,
     return server
 
 
-def serve_until_signalled(server: StatsServer) -> None:
+def serve_until_signalled(server: StatsServer, banner: str) -> None:
     """Serve until SIGINT or SIGTERM, then stop taking jobs, finish the
-    accepted ones and close the server.  Must run in the main thread; the
-    previous signal handlers are put back on return."""
+    accepted ones and close the server.  ``banner`` goes to stderr once the
+    signal handlers are in place, so whoever waits for it may signal at once.
+    Must run in the main thread; the previous handlers are put back on return."""
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda number, _frame: stop.set())
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     serving = threading.Thread(target=server.serve_forever, name="lestats-http")
     serving.start()
+    print(banner, file=sys.stderr, flush=True)
     try:
         stop.wait()
         log.info("signal received: draining the accepted jobs")
@@ -140,9 +142,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except StartError as exc:
             print(f"lestats: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"lestats: serving {index.source} on http://{args.host}:{server.server_port}/"
-              f"{' (synthetic demo data)' if index.is_demo else ''}", file=sys.stderr)
-        serve_until_signalled(server)
+        serve_until_signalled(
+            server, f"lestats: serving {index.source} on http://{args.host}:"
+                    f"{server.server_port}/{' (synthetic demo data)' if index.is_demo else ''}")
         return 0
     finally:
         logging.getLogger("lestats").removeHandler(handler)

@@ -11,11 +11,13 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from lestats import cli
 from lestats.cli import StartError, build_server, main, worker_count
+from lestats.soak import ServerProcess, call
 
 from conftest import OBESITY, REPO, TINY_ROWS, cli_args, write_csv
 
@@ -114,31 +116,28 @@ def test_main_serves_until_sigterm_then_drains_and_returns_0(tmp_path, tiny_csv,
     assert "signal received: draining" in log and "SYNTHETIC" not in log
 
 
-class Server:
-    """``python3 run.py`` as a child process on an ephemeral port."""
+class Server(ServerProcess):
+    """``python3 run.py`` as a child process, with a few client calls."""
 
-    def __init__(self, tmp_path, *args, cwd=None, python=(sys.executable,)):
+    def __init__(self, tmp_path, *args, python=(sys.executable,)):
+        extra = list(args)
+        data = tmp_path / "tiny.csv"
+        if "--data" in extra:
+            data = Path(extra.pop(extra.index("--data") + 1))
+            extra.remove("--data")
+        elif not data.exists():
+            data = None
         self.log = tmp_path / "webserver.log"
         self.results = tmp_path / "results"
-        command = [*python, str(REPO / "run.py"), "--port", "0", "--log-file",
-                   str(self.log), "--results-dir", str(self.results), *args]
-        self.process = subprocess.Popen(command, cwd=cwd or tmp_path, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, text=True)
-        line = self.process.stderr.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line + self.process.stderr.read()
-        self.url = f"http://127.0.0.1:{match.group(1)}"
-        self.banner = line
+        super().__init__(data, self.results, self.log, extra, python=python, cwd=tmp_path)
 
     def post(self, endpoint, body):
-        request = urllib.request.Request(f"{self.url}/api/{endpoint}",
-                                         data=json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        status, answer = call(self.port, "POST", f"/api/{endpoint}", body)
+        assert status == 200, answer
+        return answer
 
     def get(self, path):
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
-            return json.loads(response.read())
+        return call(self.port, "GET", path)[1]
 
     def wait_done(self, job_id):
         deadline = time.monotonic() + 10
@@ -148,10 +147,6 @@ class Server:
                 return answer
             time.sleep(0.02)
         raise AssertionError(f"{job_id} still running")
-
-    def stop(self, signum=signal.SIGTERM):
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -187,7 +182,7 @@ def test_the_log_has_utc_times_with_z_and_every_route_entry_and_exit(tmp_path):
 
 
 def test_with_no_data_option_the_demo_is_used_and_labelled_synthetic(tmp_path):
-    server = Server(tmp_path)
+    server = Server(tmp_path)   # no --data: the course file is not in tmp_path either
     assert "demo.csv" in server.banner and "synthetic" in server.banner
     assert server.stop() == 0
     assert "SYNTHETIC demo data" in server.log.read_text()

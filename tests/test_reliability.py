@@ -1,0 +1,143 @@
+"""Nothing lost: SIGKILL in the middle of thousands of jobs, a drain of 5,000
+queued jobs, and a short soak.  Each runs a real server process."""
+
+import http.client
+import json
+import random
+import signal
+import threading
+
+import pytest
+
+from lestats import soak
+from lestats.data import load
+from lestats.soak import ServerProcess, call
+from lestats.statistics import STATISTICS, prepare
+
+from conftest import REPO
+
+DEMO = REPO / "data" / "demo.csv"
+
+
+class KeepAliveClient:
+    """POSTs on one kept-alive connection; remembers every job id it is given."""
+
+    def __init__(self, port):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, name, body):
+        self.connection.request("POST", f"/api/{name}", body=json.dumps(body))
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    def close(self):
+        self.connection.close()
+
+
+def random_request(index, rng):
+    name = rng.choice(sorted(STATISTICS))
+    question = rng.choice(sorted(index.questions))
+    body = {"question": question}
+    if STATISTICS[name].needs_state:
+        body["state"] = rng.choice(sorted(index.questions[question].state_means))
+    return name, body
+
+
+def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
+    index = load(DEMO)
+    server = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
+    received = []            # (job id, name, body); list.append is atomic
+    halfway = threading.Event()
+    stop = threading.Event()
+
+    def client(seed):
+        rng = random.Random(seed)
+        connection = KeepAliveClient(server.port)
+        try:
+            while not stop.is_set() and len(received) < 4000:
+                name, body = random_request(index, rng)
+                status, answer = connection.post(name, body)
+                assert status == 200, answer
+                received.append((answer["job_id"], name, body))
+                if len(received) >= 1500:
+                    halfway.set()
+        except (OSError, http.client.HTTPException):
+            pass   # killed under our feet: whatever was not answered was not given out
+        finally:
+            connection.close()
+
+    clients = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+    for thread in clients:
+        thread.start()
+    assert halfway.wait(timeout=60)
+    server.kill()
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=30)
+    assert len(received) >= 1500
+
+    again = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
+    try:
+        status, _ = call(again.port, "GET", "/api/graceful_shutdown")
+        assert status == 200
+        assert again.stop() == 0   # SIGTERM after the drain has begun: exits when drained
+    finally:
+        if again.process.poll() is None:
+            again.kill()
+    check = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log")
+    try:
+        numbers = sorted(int(job_id[7:]) for job_id, _, _ in received)
+        assert numbers == list(range(1, len(received) + 1))
+        for job_id, name, body in received:
+            status, answer = call(check.port, "GET", f"/api/get_results/{job_id}")
+            expected = json.loads(json.dumps(prepare(index, name, body)()))
+            assert (status, answer) == (200, {"status": "done", "data": expected}), job_id
+        follow_up = call(check.port, "POST", "/api/global_mean",
+                         {"question": sorted(index.questions)[0]})[1]["job_id"]
+        assert int(follow_up[7:]) > len(received)
+    finally:
+        check.stop()
+
+
+def test_a_drain_of_five_thousand_jobs_finishes_every_one(tmp_path):
+    question = "Percent of adults aged 18 years and older who have obesity"
+    server = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "1"])
+    ids = []
+    lock = threading.Lock()
+
+    def client():
+        connection = KeepAliveClient(server.port)
+        try:
+            for _ in range(1250):
+                status, answer = connection.post("mean_by_category", {"question": question})
+                assert status == 200
+                with lock:
+                    ids.append(answer["job_id"])
+        finally:
+            connection.close()
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(timeout=120)
+    assert len(ids) == 5000
+    status, answer = call(server.port, "GET", "/api/graceful_shutdown")
+    assert (status, answer) == (200, {"status": "shutting down"})
+    status, answer = call(server.port, "POST", "/api/global_mean", {"question": question})
+    assert (status, answer["reason"]) == (503, "Server is shutting down")
+    queued = call(server.port, "GET", "/api/num_jobs")[1]["num_jobs"]
+    print(f"\n{queued} of 5000 jobs still queued when SIGTERM was sent")
+    assert server.stop(signal.SIGTERM) == 0
+    written = list((tmp_path / "results").glob("job_id_*.json"))
+    assert len(written) == 5000
+    assert all(path.stat().st_size > 0 for path in written)
+    assert (tmp_path / "log").read_text().rstrip().endswith("stopped")
+
+
+def test_a_short_soak_loses_nothing(capsys):
+    code = soak.main(["--seconds", "4", "--kill-every", "1.5", "--clients", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "lost: 0" in out and "wrong: 0" in out and "sigterm_exit: 0" in out
+    assert "kills: 2" in out
