@@ -149,11 +149,15 @@ def test_a_statistic_that_raises_ends_in_error(manager, monkeypatch):
         raise ArithmeticError("broken statistic")
 
     monkeypatch.setitem(statistics.STATISTICS, "global_mean", statistics.Statistic(broken))
-    manager.submit("global_mean", ASK)
+    workers_before = {t for t in threading.enumerate() if t.name.startswith("lestats-worker")}
+    for _ in range(5):
+        manager.submit("global_mean", ASK)
     assert manager.drain(timeout=5)
     result = manager.result("job_id_1")
     assert result.status == ERROR and "broken statistic" in result.reason
     assert manager.num_jobs() == 0
+    workers_after = {t for t in threading.enumerate() if t.name.startswith("lestats-worker")}
+    assert workers_after == workers_before and len(workers_after) >= 2   # the pool keeps its size
 
 
 def test_a_result_file_deleted_behind_our_back_is_an_error(manager, tmp_path):
@@ -213,8 +217,22 @@ def test_a_shutdown_that_arrives_mid_submit_waits_and_the_job_still_runs(tiny_in
         manager.submit("global_mean", ASK)
 
 
-def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_path):
+def numbers_of(job_ids):
+    return sorted(job_number(job_id) for job_id in job_ids)
+
+
+def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_path,
+                                                               monkeypatch):
+    runs = []   # job numbers whose result was written; list.append is atomic
+    original = JobStore.write_result
+
+    def counted(store, number, data):
+        runs.append(number)
+        original(store, number, data)
+
+    monkeypatch.setattr(JobStore, "write_result", counted)
     for round_number in range(30):
+        runs.clear()
         pool = ThreadPool(2)
         manager = JobManager(tiny_index, pool, JobStore(tmp_path / str(round_number)))
         start = threading.Barrier(9)
@@ -240,6 +258,7 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
             thread.join(timeout=10)
         assert manager.drain(timeout=10)
         assert len(accepted) + len(refused) == 40
+        assert sorted(runs) == numbers_of(accepted)   # each accepted job ran exactly once
         numbers = sorted(job_number(job_id) for job_id in accepted)
         assert numbers == list(range(1, len(accepted) + 1))
         assert manager.statuses() == [(f"job_id_{n}", DONE) for n in numbers]

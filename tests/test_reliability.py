@@ -99,37 +99,62 @@ def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
         check.stop()
 
 
-def test_a_drain_of_five_thousand_jobs_finishes_every_one(tmp_path):
-    question = "Percent of adults aged 18 years and older who have obesity"
-    server = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "1"])
-    ids = []
-    lock = threading.Lock()
+def test_graceful_shutdown_drains_five_thousand_queued_jobs(serve, tiny_index):
+    """In process, with the only worker held by a gate so that all 5,000 queue."""
+    from lestats.pool import ThreadPool
+    from conftest import OBESITY
+    pool = ThreadPool(1)
+    gate = threading.Event()
+    pool.submit(gate.wait)
+    live = serve(tiny_index, pool=pool)
+    try:
+        def client(count):
+            connection = KeepAliveClient(live.port)
+            try:
+                for _ in range(count):
+                    assert connection.post("global_mean", {"question": OBESITY})[0] == 200
+            finally:
+                connection.close()
 
-    def client():
-        connection = KeepAliveClient(server.port)
-        try:
-            for _ in range(1250):
-                status, answer = connection.post("mean_by_category", {"question": question})
-                assert status == 200
-                with lock:
-                    ids.append(answer["job_id"])
-        finally:
-            connection.close()
+        clients = [threading.Thread(target=client, args=(1250,)) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(timeout=120)
+        assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 5000}
+        assert live.call("GET", "/api/graceful_shutdown")[0] == 200
+        status, _, answer = live.call("POST", "/api/global_mean", {"question": OBESITY})
+        assert (status, answer["reason"]) == (503, "Server is shutting down")
+    finally:
+        gate.set()
+    assert live.jobs.drain(timeout=60)
+    assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 0}
+    statuses = live.call("GET", "/api/jobs")[2]["data"]
+    assert statuses == [{f"job_id_{n}": "done"} for n in range(1, 5001)]
+    assert len(list(live.store.directory.glob("job_id_*.json"))) == 5000
 
-    clients = [threading.Thread(target=client) for _ in range(4)]
-    for thread in clients:
-        thread.start()
-    for thread in clients:
-        thread.join(timeout=120)
-    assert len(ids) == 5000
-    status, answer = call(server.port, "GET", "/api/graceful_shutdown")
-    assert (status, answer) == (200, {"status": "shutting down"})
-    status, answer = call(server.port, "POST", "/api/global_mean", {"question": question})
+
+def test_sigterm_during_a_drain_exits_0_after_the_last_result(tmp_path):
+    """5,000 jobs accepted by an earlier run are queued at start; graceful
+    shutdown and SIGTERM arrive while they drain."""
+    index = load(DEMO)
+    rng = random.Random(5)
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "accepted.jsonl", "w", encoding="utf-8") as journal:
+        for number in range(1, 5001):
+            name, body = random_request(index, rng)
+            journal.write(json.dumps({"job": number, "endpoint": name, "body": body}) + "\n")
+    server = ServerProcess(DEMO, results, tmp_path / "log", ["--workers", "1"])
+    assert call(server.port, "GET", "/api/graceful_shutdown")[0] == 200
+    status, answer = call(server.port, "POST", "/api/global_mean",
+                          {"question": sorted(index.questions)[0]})
     assert (status, answer["reason"]) == (503, "Server is shutting down")
     queued = call(server.port, "GET", "/api/num_jobs")[1]["num_jobs"]
+    assert queued > 0
     print(f"\n{queued} of 5000 jobs still queued when SIGTERM was sent")
     assert server.stop(signal.SIGTERM) == 0
-    written = list((tmp_path / "results").glob("job_id_*.json"))
+    written = list(results.glob("job_id_*.json"))
     assert len(written) == 5000
     assert all(path.stat().st_size > 0 for path in written)
     assert (tmp_path / "log").read_text().rstrip().endswith("stopped")
