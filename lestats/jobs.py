@@ -9,15 +9,16 @@ file.  At start, jobs that an earlier run accepted but did not finish are
 queued again (see ``storage``).
 """
 
+import json
 import logging
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .data import DataIndex
 from .pool import ThreadPool
-from .statistics import QueryError, prepare
+from .statistics import Query, QueryError, prepare
 from .storage import AcceptedJob, JobStore
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,18 @@ class JobManager:
     the pool never calls back), which is what makes "the ids are handed out in
     the order jobs are queued" and "no job is accepted after shutdown" true.
 
+    ``_job_finished`` (on ``_mutex``) is notified whenever a job finishes;
+    ``result`` may wait on it a little, so that a client polling right after
+    its POST gets the result instead of "running".
+
     Invariant: ``_running`` is the number of values in ``_status`` equal to
     RUNNING, so ``num_jobs`` and ``jobs`` agree at every moment.
+
+    ``_answers`` memoizes the encoded result of each Query (the index never
+    changes, so neither does an answer).  It needs no lock: a dict's ``get``
+    and ``setdefault`` are atomic, and two workers racing on a new Query at
+    worst compute the same bytes twice.  It holds at most one entry per
+    statistic, question and state of the data.
     """
 
     def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore):
@@ -79,6 +90,8 @@ class JobManager:
         self._pool = pool
         self._store = store
         self._mutex = threading.Lock()
+        self._job_finished = threading.Condition(self._mutex)
+        self._answers: Dict[Query, bytes] = {}
         recovered = store.recover()
         self._status: Dict[int, str] = dict.fromkeys(recovered.finished, DONE)
         self._reasons: Dict[int, str] = {}
@@ -99,20 +112,23 @@ class JobManager:
         if the journal cannot be written (the job then runs, but its id was
         never given out).
         """
-        compute = prepare(self._index, name, body)
+        query = prepare(self._index, name, body)
         with self._mutex:
             if not self._accepting:
                 raise ShuttingDown("Server is shutting down")
             number = self._next
             self._next += 1
-            self._queue(number, compute)
+            self._queue(number, query)
         self._store.accept(AcceptedJob(number, name, body))
         return f"job_id_{number}"
 
-    def result(self, job_id: str) -> JobResult:
-        """The state of ``job_id``; raise UnknownJob if it was never issued."""
+    def result(self, job_id: str, wait: float = 0.0) -> JobResult:
+        """The state of ``job_id``, after waiting up to ``wait`` seconds for
+        it to finish if it is running; raise UnknownJob if it was never issued."""
         number = job_number(job_id)
         with self._mutex:
+            if wait > 0 and self._status.get(number) == RUNNING:
+                self._job_finished.wait_for(lambda: self._status[number] != RUNNING, wait)
             status = self._status.get(number)
             reason = self._reasons.get(number)
         if status is None:
@@ -150,23 +166,30 @@ class JobManager:
 
     def _resume(self, job: AcceptedJob) -> None:
         try:
-            compute = prepare(self._index, job.endpoint, job.body)
+            query = prepare(self._index, job.endpoint, job.body)
         except (QueryError, KeyError) as exc:   # the data changed since it was accepted
             self._status[job.number] = ERROR
             self._reasons[job.number] = f"cannot run again on this data: {exc}"
             return
         with self._mutex:
-            self._queue(job.number, compute)
+            self._queue(job.number, query)
 
-    def _queue(self, number: int, compute: Callable[[], Any]) -> None:
+    def _queue(self, number: int, query: Query) -> None:
         """Mark job ``number`` running and give it to the pool.  Hold _mutex."""
         self._status[number] = RUNNING
         self._running += 1
-        self._pool.submit(lambda: self._run(number, compute))
+        self._pool.submit(lambda: self._run(number, query))
 
-    def _run(self, number: int, compute: Callable[[], Any]) -> None:
+    def _answer(self, query: Query) -> bytes:
+        answer = self._answers.get(query)
+        if answer is None:
+            answer = json.dumps(query.compute(self._index)).encode("utf-8")
+            answer = self._answers.setdefault(query, answer)
+        return answer
+
+    def _run(self, number: int, query: Query) -> None:
         try:
-            self._store.write_result(number, compute())
+            self._store.write_result(number, self._answer(query))
         except Exception as exc:   # pylint: disable=broad-except
             log.exception("job_id_%d failed", number)
             self._finish(number, ERROR, f"job failed: {type(exc).__name__}: {exc}")
@@ -179,3 +202,4 @@ class JobManager:
             if reason is not None:
                 self._reasons[number] = reason
             self._running -= 1
+            self._job_finished.notify_all()

@@ -227,7 +227,7 @@ class Soak:  # pylint: disable=too-many-instance-attributes
             finished = lost = wrong = 0
             examples = []
             for job_id, name, body in self.received:
-                expected = json.loads(json.dumps(prepare(self.index, name, body)()))
+                expected = json.loads(json.dumps(prepare(self.index, name, body).compute(self.index)))
                 status, answer = call(self.server.port, "GET", f"/api/get_results/{job_id}")
                 if status != 200 or answer.get("status") != "done":
                     lost += 1

@@ -11,7 +11,7 @@ the tuple, in tuple order.  Nothing here locks: the index never changes.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .data import DataIndex, QuestionMeans
 
@@ -143,8 +143,29 @@ def _text_field(body: Mapping[str, Any], field: str) -> str:
     return value
 
 
-def prepare(index: DataIndex, name: str, body: Mapping[str, Any]) -> Callable[[], Any]:
-    """Check ``body`` for statistic ``name`` and return a call that computes it.
+@dataclass(frozen=True)
+class Query:
+    """A checked request: statistic ``name`` of ``question`` (and ``state``
+    for the state_* statistics).  Equal queries have equal answers on the
+    same index, so a Query can key a cache."""
+
+    name: str
+    question: str
+    state: Optional[str] = None
+
+    def compute(self, index: DataIndex) -> Any:
+        """The statistic's JSON-ready ``data``."""
+        statistic = STATISTICS[self.name]
+        args: List[Any] = [index.questions[self.question]]
+        if statistic.needs_state:
+            args.append(self.state)
+        if statistic.needs_direction:
+            args.append(_lowest_is_best(self.question))
+        return statistic.function(*args)
+
+
+def prepare(index: DataIndex, name: str, body: Mapping[str, Any]) -> Query:
+    """Check ``body`` for statistic ``name`` against ``index``.
 
     Raise QueryError (a 400) if a field is missing or not a string, the
     question is not in the data, the state has no rows for it, or best5/worst5
@@ -155,12 +176,11 @@ def prepare(index: DataIndex, name: str, body: Mapping[str, Any]) -> Callable[[]
     means: Optional[QuestionMeans] = index.questions.get(question)
     if means is None:
         raise QueryError(f"question not in the data set: {question!r}")
-    args = [means]
+    state = None
     if statistic.needs_state:
         state = _text_field(body, "state")
         if state not in means.state_means:
             raise QueryError(f"state {state!r} has no rows for question {question!r}")
-        args.append(state)
     if statistic.needs_direction:
-        args.append(_lowest_is_best(question))
-    return lambda: statistic.function(*args)
+        _lowest_is_best(question)
+    return Query(name, question, state)

@@ -153,11 +153,11 @@ class JobStore:
         """Where the result of job ``number`` lives."""
         return self.directory / f"job_id_{number}.json"
 
-    def write_result(self, number: int, data: Any) -> None:
-        """Store ``data`` as JSON for job ``number``, atomically."""
+    def write_result(self, number: int, answer: bytes) -> None:
+        """Store ``answer`` (JSON text) as job ``number``'s result, atomically."""
         final = self.result_path(number)
         temp = self.directory / f".{final.name}{_TEMP_SUFFIX}"
-        temp.write_text(json.dumps(data), encoding="utf-8")
+        temp.write_bytes(answer)
         os.replace(temp, final)
 
     def read_result(self, number: int) -> bytes:

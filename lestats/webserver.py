@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 DEFAULT_CLIENT_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 1000
+# How long get_results waits for a running job before answering "running":
+# long enough for a job that was just queued, short enough never to stall a client.
+RESULT_WAIT = 0.1
 JSON_TYPE = "application/json"
 JOB_ID_PARAM = "{job_id}"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
@@ -119,7 +122,7 @@ def post_statistic(name: str) -> Handler:
 def get_results(jobs: JobManager, request: Request) -> Reply:
     """``GET /api/get_results/<job_id>``."""
     try:
-        result = jobs.result(request.param)
+        result = jobs.result(request.param, wait=RESULT_WAIT)
     except UnknownJob as exc:
         raise ApiError(404, "Invalid job_id") from exc
     if result.status == "done":

@@ -13,7 +13,7 @@ from lestats.storage import JobStore
 from lestats.pool import ThreadPool
 from lestats.statistics import QueryError
 
-from conftest import OBESITY
+from conftest import MUSCLE, OBESITY
 
 ASK = {"question": OBESITY}
 
@@ -264,3 +264,41 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
         assert manager.statuses() == [(f"job_id_{n}", DONE) for n in numbers]
         written = sorted(int(p.stem[7:]) for p in (tmp_path / str(round_number)).glob("job_id_*"))
         assert written == numbers
+
+
+def test_result_waits_a_little_for_a_running_job(tiny_index, tmp_path):
+    gate = threading.Event()
+    pool = ThreadPool(1)
+    try:
+        manager = JobManager(tiny_index, pool, JobStore(tmp_path))
+        pool.submit(gate.wait)
+        manager.submit("global_mean", ASK)
+        assert manager.result("job_id_1", wait=0.02).status == RUNNING   # gave up waiting
+        waiting = []
+        poller = threading.Thread(target=lambda: waiting.append(
+            manager.result("job_id_1", wait=10)))
+        poller.start()
+        gate.set()   # the job can now run; the waiting poller is woken when it finishes
+        poller.join(timeout=10)
+        assert waiting[0].status == DONE
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+def test_equal_queries_are_computed_once(manager, monkeypatch):
+    from lestats import statistics
+    calls = []
+
+    def counted(means):
+        calls.append(1)
+        return {"global_mean": means.global_mean}
+
+    monkeypatch.setitem(statistics.STATISTICS, "global_mean", statistics.Statistic(counted))
+    for _ in range(10):
+        manager.submit("global_mean", ASK)
+        manager.drain(timeout=5)
+    manager.submit("global_mean", {"question": MUSCLE})
+    manager.drain(timeout=5)
+    assert len(calls) == 2
+    assert json.loads(manager.result("job_id_10").data_json) == {"global_mean": 14.5}

@@ -90,7 +90,7 @@ def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
         assert numbers == list(range(1, len(received) + 1))
         for job_id, name, body in received:
             status, answer = call(check.port, "GET", f"/api/get_results/{job_id}")
-            expected = json.loads(json.dumps(prepare(index, name, body)()))
+            expected = json.loads(json.dumps(prepare(index, name, body).compute(index)))
             assert (status, answer) == (200, {"status": "done", "data": expected}), job_id
         follow_up = call(check.port, "POST", "/api/global_mean",
                          {"question": sorted(index.questions)[0]})[1]["job_id"]

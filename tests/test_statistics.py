@@ -11,7 +11,7 @@ GLOBAL = 87 / 6   # obesity: (10 + 20 + 30 + 5 + 7 + 15) / 6
 
 
 def compute(index, name, **body):
-    return prepare(index, name, body)()
+    return prepare(index, name, body).compute(index)
 
 
 def test_states_mean_ascends_and_ties_break_by_name(tiny_index):

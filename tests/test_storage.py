@@ -16,7 +16,7 @@ def job(number, question="q"):
 def test_a_result_file_appears_whole_under_its_name(tmp_path):
     store = JobStore(tmp_path)
     store.recover()
-    store.write_result(5, {"a": 1})
+    store.write_result(5, b'{"a": 1}')
     assert store.read_result(5) == b'{"a": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL_NAME, "job_id_5.json"]
 
@@ -26,7 +26,7 @@ def test_accepted_jobs_are_journaled_and_come_back_until_they_have_a_result(tmp_
     assert store.recover().next_number == 1
     for number in (1, 2, 3):
         store.accept(job(number))
-    store.write_result(2, {"global_mean": 1.0})
+    store.write_result(2, b'{"global_mean": 1.0}')
     store.close()
     again = JobStore(tmp_path).recover()
     assert again.finished == [2]
@@ -40,7 +40,7 @@ def test_recovery_compacts_the_journal_to_the_pending_jobs(tmp_path):
     for number in range(1, 101):
         store.accept(job(number))
         if number != 50:
-            store.write_result(number, {})
+            store.write_result(number, b"{}")
     store.close()
     assert JobStore(tmp_path).recover().pending == [job(50)]
     lines = (tmp_path / JOURNAL_NAME).read_text().splitlines()
