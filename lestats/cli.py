@@ -43,9 +43,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--log-file", default="webserver.log", help="the log file")
     parser.add_argument("--workers", type=int,
                         help="worker threads (default: $TP_NUM_OF_THREADS, then the CPU count)")
-    parser.add_argument("--no-fsync", dest="fsync", action="store_false",
-                        help="record accepted jobs without waiting for the disk (they"
-                        " survive a killed server, not a power cut)")
+    parser.add_argument("--fsync", action="store_true",
+                        help="have each accepted job on disk before its id is given out"
+                        " (survives a power cut, not only a killed server; slower)")
     parser.add_argument("--client-timeout", type=float, default=DEFAULT_CLIENT_TIMEOUT,
                         help="seconds a request may take to arrive, and a kept-alive"
                         " connection may stay idle")

@@ -6,8 +6,9 @@
 
 Every (question, state) pair gets a "Total" row and one row of each other
 stratification category, so every question, state and category is present;
-rows past that are drawn at random (the benchmark uses this for 200k and 1M
-rows).  About 2% of rows have an empty Data_Value with the "~" footnote, as
+rows past that are drawn at random.  ``--from CSV`` instead draws rows from
+a given file (the benchmark makes its 200k and 1M-row files from the checker
+CSV that way, so they have the same groups).  About 2% of rows have an empty Data_Value with the "~" footnote, as
 in the real file, to exercise the loader's skipping.  The numbers are made
 up: they are not survey results.
 """
@@ -16,6 +17,7 @@ import argparse
 import csv
 import random
 import sys
+from pathlib import Path
 from typing import List, Optional, TextIO
 
 HEADER = [
@@ -152,20 +154,52 @@ def generate(out: TextIO, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) ->
     return len(plan)
 
 
+def scale(source: Path, out: TextIO, rows: int, seed: int = DEFAULT_SEED) -> int:
+    """Write ``source``'s header and ``rows`` rows drawn from it at random
+    (seeded, with replacement), each numeric Data_Value nudged by up to 0.5:
+    a bigger file with the same questions, states and groups."""
+    rng = random.Random(seed)
+    with open(source, newline="", encoding="utf-8-sig") as stream:
+        reader = csv.reader(stream)
+        header = next(reader)
+        pool = list(reader)
+    value = header.index("Data_Value")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for number in range(rows):
+        row = list(rng.choice(pool))
+        row[0] = str(number)
+        try:
+            row[value] = str(round(float(row[value]) + rng.uniform(-0.5, 0.5), 1))
+        except ValueError:
+            pass   # an empty value stays empty
+        writer.writerow(row)
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python3 -m lestats.demo [--rows N] [--seed S] [--out PATH]``."""
+    """``python3 -m lestats.demo [--rows N] [--seed S] [--from CSV] [--out PATH]``."""
     parser = argparse.ArgumentParser(prog="python3 -m lestats.demo",
                                      description="Write synthetic survey data.")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="draw the rows from this CSV instead of making them up")
     parser.add_argument("--out", help="output file (default: standard output)")
     args = parser.parse_args(argv)
     if args.out:
         with open(args.out, "w", newline="", encoding="utf-8") as out:
-            generate(out, args.rows, args.seed)
+            _write(out, args)
     else:
-        generate(sys.stdout, args.rows, args.seed)
+        _write(sys.stdout, args)
     return 0
+
+
+def _write(out: TextIO, args: argparse.Namespace) -> None:
+    if args.source:
+        scale(args.source, out, args.rows, args.seed)
+    else:
+        generate(out, args.rows, args.seed)
 
 
 if __name__ == "__main__":

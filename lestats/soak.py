@@ -51,12 +51,13 @@ def proc_status(pid: int) -> Dict[str, int]:
 
 
 class ServerProcess:
-    """``python3 run.py`` in a child process on an ephemeral loopback port."""
+    """``python3 run.py`` (or another ``entry`` taking its options) in a child
+    process on an ephemeral loopback port."""
 
     def __init__(self, data: Optional[Path], results_dir: Path, log_file: Path,
                  extra: Sequence[str] = (), python: Sequence[str] = (sys.executable,),
-                 cwd: Optional[Path] = None):
-        command = [*python, str(RUN_PY), "--port", "0", "--results-dir", str(results_dir),
+                 cwd: Optional[Path] = None, entry: Sequence[str] = (str(RUN_PY),)):
+        command = [*python, *entry, "--port", "0", "--results-dir", str(results_dir),
                    "--log-file", str(log_file), *extra]
         if data is not None:
             command += ["--data", str(data)]

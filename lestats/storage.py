@@ -3,12 +3,12 @@
 Everything lives in the results directory:
 
 * ``accepted.jsonl``: one line ``{"job": N, "endpoint": ..., "body": ...}``
-  per accepted job, appended *before* the client is told its job id.  With
-  fsync on (the default), the line has also reached the disk by then:
-  appends are flushed with one ``fdatasync`` for as many as are waiting (a
-  group commit, see ``GroupSync``).  With fsync off, the line is in the
-  operating system's cache, which survives the process being killed but not
-  the machine losing power.
+  per accepted job, written *before* the client is told its job id.  By
+  default the line is then in the operating system's cache, which survives
+  the process being killed (SIGKILL, a crash) but not the machine losing
+  power.  With fsync on (``--fsync``) it has also reached the disk: appends
+  are flushed with one ``fdatasync`` for as many as are waiting (a group
+  commit, see ``GroupSync``).
 * ``job_id_N.json``: job N's result, written to a temporary file and renamed
   into place, so a reader sees no file or the whole file.  Results are not
   fsynced: the journal is the durable record, and a job whose result is
@@ -111,7 +111,7 @@ class JobStore:
     whole, so no Python lock is needed for it.
     """
 
-    def __init__(self, directory: "os.PathLike[str] | str", fsync: bool = True):
+    def __init__(self, directory: "os.PathLike[str] | str", fsync: bool = False):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
@@ -155,14 +155,21 @@ class JobStore:
 
     def write_result(self, number: int, answer: bytes) -> None:
         """Store ``answer`` (JSON text) as job ``number``'s result, atomically."""
-        final = self.result_path(number)
-        temp = self.directory / f".{final.name}{_TEMP_SUFFIX}"
-        temp.write_bytes(answer)
+        final = os.path.join(self.directory, f"job_id_{number}.json")
+        temp = os.path.join(self.directory, f".job_id_{number}.json{_TEMP_SUFFIX}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(answer)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(temp, final)
 
     def read_result(self, number: int) -> bytes:
         """The JSON text of job ``number``'s result."""
-        return self.result_path(number).read_bytes()
+        with open(os.path.join(self.directory, f"job_id_{number}.json"), "rb") as result:
+            return result.read()
 
     def _finished_numbers(self) -> List[int]:
         numbers = []

@@ -16,7 +16,7 @@ import socket
 import socketserver
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -70,7 +70,6 @@ class Reply:
     payload: Any
     job_id: str = ""
     content_type: str = JSON_TYPE
-    extra: Dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[JobManager, Request], Reply]
@@ -304,18 +303,19 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]
-        log.info("%s %s begin", self.command, _clip(self.path))
+        body = b""
         try:
             try:
                 route, param = find_route(self.command, path)
+                body = self._read_body()
             except ApiError:
                 if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
                     self.close_connection = True   # its body is left unread
                 raise
-            request = Request(param=param, body=self._read_body())
-            if request.body:
-                log.info("%s %s body=%s", self.command, path, _clip(repr(request.body)))
-            reply = route.handler(self.server.jobs, request)
+            finally:
+                log.info("%s %s begin%s", self.command, _clip(self.path),
+                         f" body={_clip(repr(body))}" if body else "")
+            reply = route.handler(self.server.jobs, Request(param=param, body=body))
         except ApiError as exc:
             log.info("%s %s end %d: %s", self.command, _clip(path), exc.status, exc.reason)
             if exc.close:
@@ -332,7 +332,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             payload = reply.payload
             if not isinstance(payload, bytes):
                 payload = json.dumps(payload).encode("utf-8")
-            self._send(reply.status, payload, reply.content_type, reply.extra.items())
+            self._send(reply.status, payload, reply.content_type)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
