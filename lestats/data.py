@@ -10,11 +10,12 @@ be shared by any number of threads without a lock.
 
 import csv
 import math
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 QUESTION = "Question"
 STATE = "LocationDesc"
@@ -97,37 +98,33 @@ def _index(path: str, reader) -> DataIndex:
     if missing:
         raise DataError(f"{path}: not a survey CSV: missing column(s) "
                         + ", ".join(missing))
-    columns = [header.index(name) for name in REQUIRED_COLUMNS]
-    i_question, i_state, i_value, i_category, i_stratification = columns
-    width = max(columns) + 1
+    pick = operator.itemgetter(*(header.index(name) for name in REQUIRED_COLUMNS))
+    isfinite = math.isfinite
 
     # (question, state) -> [sum, count]; (question, state, category, strat) -> [sum, count]
-    state_sums = {}
-    group_sums = {}
+    state_sums: Dict[Tuple[str, ...], List[float]] = {}
+    group_sums: Dict[Tuple[str, ...], List[float]] = {}
     rows = skipped = 0
     for row in reader:
         rows += 1
-        if len(row) < width:
-            skipped += 1
-            continue
         try:
-            value = float(row[i_value])
-        except ValueError:
+            question, state, raw, category, stratification = pick(row)
+            value = float(raw)
+        except (IndexError, ValueError):   # a short row, or no number
             skipped += 1
             continue
-        if not math.isfinite(value):
+        if not isfinite(value):
             skipped += 1
             continue
-        key = (row[i_question], row[i_state])
+        key = (question, state)
         acc = state_sums.get(key)
         if acc is None:
             state_sums[key] = [value, 1]
         else:
             acc[0] += value
             acc[1] += 1
-        category, stratification = row[i_category], row[i_stratification]
-        if category and stratification and key[1]:
-            key = key + (category, stratification)
+        if category and stratification and state:
+            key = (question, state, category, stratification)
             acc = group_sums.get(key)
             if acc is None:
                 group_sums[key] = [value, 1]
