@@ -28,32 +28,43 @@ POINTS_PER_SUITE = 10
 def first_difference(expected: Any, actual: Any, where: str = "data") -> Optional[str]:
     """Where ``actual`` first differs from ``expected``, or None if it matches
     (numbers within TOLERANCE, dict keys exactly, lists in order)."""
-    numbers = (int, float)
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return _dict_difference(expected, actual, where)
+    if isinstance(expected, list) and isinstance(actual, list):
+        return _list_difference(expected, actual, where)
+    if _same_value(expected, actual):
+        return None
+    return f"{where}: expected {expected!r}, got {actual!r}"
+
+
+def _same_value(expected: Any, actual: Any) -> bool:
     if isinstance(expected, bool) or isinstance(actual, bool):
-        same = expected is actual
-    elif isinstance(expected, numbers) and isinstance(actual, numbers):
-        same = abs(expected - actual) <= TOLERANCE
-    elif isinstance(expected, dict) and isinstance(actual, dict):
-        missing = sorted(set(expected) - set(actual))
-        extra = sorted(set(actual) - set(expected))
-        if missing or extra:
-            return f"{where}: missing keys {missing[:3]}, unexpected keys {extra[:3]}"
-        for key in expected:
-            difference = first_difference(expected[key], actual[key], f"{where}[{key!r}]")
-            if difference:
-                return difference
-        return None
-    elif isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return f"{where}: expected {len(expected)} items, got {len(actual)}"
-        for i, (want, got) in enumerate(zip(expected, actual)):
-            difference = first_difference(want, got, f"{where}[{i}]")
-            if difference:
-                return difference
-        return None
-    else:
-        same = expected == actual
-    return None if same else f"{where}: expected {expected!r}, got {actual!r}"
+        return expected is actual
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        return abs(expected - actual) <= TOLERANCE
+    return expected == actual
+
+
+def _dict_difference(expected: dict, actual: dict, where: str) -> Optional[str]:
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    if missing or extra:
+        return f"{where}: missing keys {missing[:3]}, unexpected keys {extra[:3]}"
+    for key in expected:
+        difference = first_difference(expected[key], actual[key], f"{where}[{key!r}]")
+        if difference:
+            return difference
+    return None
+
+
+def _list_difference(expected: list, actual: list, where: str) -> Optional[str]:
+    if len(expected) != len(actual):
+        return f"{where}: expected {len(expected)} items, got {len(actual)}"
+    for i, (want, got) in enumerate(zip(expected, actual)):
+        difference = first_difference(want, got, f"{where}[{i}]")
+        if difference:
+            return difference
+    return None
 
 
 @dataclass
@@ -89,9 +100,13 @@ class Client:
             connection.close()
 
 
-def run_case(client: Client, endpoint: str, body: Any, expected: Any, name: str,
-             timeout: float) -> Outcome:
+Case = Tuple[str, Any, Any]
+"""(name, request body, expected data)."""
+
+
+def run_case(client: Client, endpoint: str, case: Case, timeout: float) -> Outcome:
     """POST one case, poll its job until it is no longer running, compare its data."""
+    name, body, expected = case
     try:
         status, answer = client.call("POST", f"/api/{endpoint}", body)
         if status != 200 or not isinstance(answer, dict) or "job_id" not in answer:
@@ -120,7 +135,7 @@ def _case_number(path: Path) -> int:
     return int(digits) if digits else 0
 
 
-def load_suite(directory: Path) -> List[Tuple[str, Any, Any]]:
+def load_suite(directory: Path) -> List[Case]:
     """The cases of one endpoint directory: (name, body, expected), in number order."""
     cases = []
     for source in sorted((directory / "input").glob("in-*.json"), key=_case_number):
@@ -145,8 +160,7 @@ def run(cases_dir: Path, url: str, timeout: float,
         print(f"no endpoint suites found under {cases_dir}", file=out)
         return False, outcomes
     for suite in suites:
-        results = [run_case(client, suite.name, body, expected, name, timeout)
-                   for name, body, expected in load_suite(suite)]
+        results = [run_case(client, suite.name, case, timeout) for case in load_suite(suite)]
         outcomes.extend(results)
         passed = sum(result.failure is None for result in results)
         points = POINTS_PER_SUITE * passed / len(results) if results else 0.0

@@ -8,9 +8,9 @@ Every (question, state) pair gets a "Total" row and one row of each other
 stratification category, so every question, state and category is present;
 rows past that are drawn at random.  ``--from CSV`` instead draws rows from
 a given file (the benchmark makes its 200k and 1M-row files from the checker
-CSV that way, so they have the same groups).  About 2% of rows have an empty Data_Value with the "~" footnote, as
-in the real file, to exercise the loader's skipping.  The numbers are made
-up: they are not survey results.
+CSV that way, so they have the same groups).  About 2% of made-up rows have
+an empty Data_Value with the "~" footnote, as in the real file, to exercise
+the loader's skipping.  The numbers are made up: they are not survey results.
 """
 
 import argparse

@@ -228,7 +228,8 @@ class Soak:  # pylint: disable=too-many-instance-attributes
             finished = lost = wrong = 0
             examples = []
             for job_id, name, body in self.received:
-                expected = json.loads(json.dumps(prepare(self.index, name, body).compute(self.index)))
+                query = prepare(self.index, name, body)
+                expected = json.loads(json.dumps(query.compute(self.index)))
                 status, answer = call(self.server.port, "GET", f"/api/get_results/{job_id}")
                 if status != 200 or answer.get("status") != "done":
                     lost += 1
@@ -250,8 +251,8 @@ class Soak:  # pylint: disable=too-many-instance-attributes
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run a soak and print its report; exit 1 if a job was lost or wrong."""
-    parser = argparse.ArgumentParser(prog="python3 -m lestats.soak", description=__doc__.split(
-        "\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m lestats.soak",
+                                     description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--kill-every", type=float, default=5.0,
                         help="seconds between SIGKILL/restart cycles")

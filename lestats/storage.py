@@ -72,7 +72,7 @@ class GroupSync:
                 try:
                     os.fdatasync(self._fd)
                 finally:
-                    self._mutex.acquire()
+                    self._mutex.acquire()   # pylint: disable=consider-using-with
                     self._flushing = False
                     self._flushed.notify_all()
                 self._synced = max(self._synced, target)

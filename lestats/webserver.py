@@ -440,7 +440,7 @@ class StatsServer(HTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a thread for the connection, or answer 503 and close it when
         ``max_connections`` are open already."""
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False):   # pylint: disable=consider-using-with
             log.warning("connection from %s refused: too many open connections",
                         client_address[0])
             request.setblocking(False)
