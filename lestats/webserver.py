@@ -114,6 +114,9 @@ def post_statistic(name: str) -> Handler:
             raise ApiError(400, str(exc)) from exc
         except ShuttingDown as exc:
             raise ApiError(503, "Server is shutting down") from exc
+        except OSError as exc:   # the journal could not be written: no id is given out
+            log.exception("cannot record a %s job", name)
+            raise ApiError(500, f"cannot record the job: {exc.strerror or exc}") from exc
         return Reply(200, {"job_id": job_id}, job_id=job_id)
     return handle
 

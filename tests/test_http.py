@@ -230,3 +230,16 @@ def test_keep_alive_serves_many_requests_on_one_connection(tiny_server):
             assert response.getheader("Connection") != "close"
     finally:
         connection.close()
+
+
+def test_a_journal_that_cannot_be_written_is_500_and_the_server_goes_on(tiny_server,
+                                                                       monkeypatch):
+    def disk_full(_job):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tiny_server.store, "accept", disk_full)
+    status, _, answer = tiny_server.call("POST", "/api/global_mean", {"question": OBESITY})
+    assert status == 500 and "cannot record the job: No space left on device" in error_of(answer)
+    monkeypatch.undo()
+    job_id = tiny_server.submit("global_mean", {"question": OBESITY})
+    assert tiny_server.wait_result(job_id)[1]["data"] == {"global_mean": 14.5}
