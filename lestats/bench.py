@@ -392,41 +392,49 @@ def step_sizes(source: Path, sizes: Sequence[int], workdir: Path,
     return files
 
 
-def compute_per_job(index: DataIndex, repeats: int) -> Dict[str, float]:
-    """Microseconds to compute and encode each statistic (no cache), over
-    every question; the best of five rounds, so that a busy moment of the
-    machine does not count."""
-    questions = sorted(index.questions)
-    timings = {}
+def _queries(index: DataIndex, name: str) -> List[Any]:
+    queries = []
+    for question in sorted(index.questions):
+        body = {"question": question}
+        if STATISTICS[name].needs_state:
+            body["state"] = sorted(index.questions[question].state_means)[0]
+        queries.append(prepare(index, name, body))
+    return queries
+
+
+def compute_per_job(indexes: Sequence[DataIndex], repeats: int,
+                    rounds: int = 15) -> List[Dict[str, float]]:
+    """Microseconds to compute and encode each statistic (no cache) over
+    every question, for each index.  The indexes take turns, round after
+    round, and each keeps its best round, so that a busy moment of the
+    machine counts against neither."""
+    timings: List[Dict[str, float]] = [{} for _ in indexes]
     for name in sorted(STATISTICS):
-        queries = []
-        for question in questions:
-            body = {"question": question}
-            if STATISTICS[name].needs_state:
-                body["state"] = sorted(index.questions[question].state_means)[0]
-            queries.append(prepare(index, name, body))
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(repeats):
-                for query in queries:
-                    json.dumps(query.compute(index))
-            best = min(best, time.perf_counter() - start)
-        timings[name] = best / (repeats * len(queries)) * 1e6
+        work = [(index, _queries(index, name)) for index in indexes]
+        best = [float("inf")] * len(indexes)
+        for _ in range(rounds):
+            for i, (index, queries) in enumerate(work):
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    for query in queries:
+                        json.dumps(query.compute(index))
+                best[i] = min(best[i], time.perf_counter() - start)
+        for i, (_, queries) in enumerate(work):
+            timings[i][name] = round(best[i] / (repeats * len(queries)) * 1e6, 1)
     return timings
 
 
 def step_compute(small: Path, large: Optional[Path], repeats: int,
                  report: Dict[str, Any]) -> None:
     """Step 6: per-job compute at the smallest and largest size."""
-    result = {"small_us": compute_per_job(load(small), repeats)}
+    paths = [small] if large is None else [small, large]
+    timings = compute_per_job([load(path) for path in paths], repeats,
+                              rounds=3 if large is None else 15)
+    result: Dict[str, Any] = {"small_us": timings[0]}
     if large is not None:
-        result["large_us"] = compute_per_job(load(large), repeats)
-        result["ratio"] = {name: round(result["large_us"][name] / result["small_us"][name], 2)
-                           for name in result["small_us"]}
-    for key in ("small_us", "large_us"):
-        if key in result:
-            result[key] = {name: round(value, 1) for name, value in result[key].items()}
+        result["large_us"] = timings[1]
+        result["ratio"] = {name: round(timings[1][name] / timings[0][name], 2)
+                           for name in timings[0]}
     report["compute_per_job"] = result
 
 
@@ -507,7 +515,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         step_checker(args.checker_dir if checker_csv.is_file() else None, workdir, report)
         files = step_sizes(source, sizes, workdir, report)
         step_compute(files[0], files.get(sizes[-1]) if len(sizes) > 1 else None,
-                     1 if args.quick else 10, report)
+                     1 if args.quick else 3, report)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")

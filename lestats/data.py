@@ -1,9 +1,9 @@
 """Loading the survey CSV into an immutable index of means.
 
 The CSV is read once, at start, in one streaming pass that keeps no rows:
-each row adds its ``Data_Value`` to a running (sum, count) per question and
-state, and per question, state, category and stratification.  The sums are
-then turned into means and frozen, so every statistic is a function of the
+each row adds its ``Data_Value`` to a running (sum, count) per question,
+state, category and stratification.  Those sums are then added up per state
+and per question, turned into means and frozen, so every statistic is a function of the
 number of states and groups, never of the number of rows, and the index can
 be shared by any number of threads without a lock.
 """
@@ -101,9 +101,9 @@ def _index(path: str, reader) -> DataIndex:
     pick = operator.itemgetter(*(header.index(name) for name in REQUIRED_COLUMNS))
     isfinite = math.isfinite
 
-    # (question, state) -> [sum, count]; (question, state, category, strat) -> [sum, count]
-    state_sums: Dict[Tuple[str, ...], List[float]] = {}
-    group_sums: Dict[Tuple[str, ...], List[float]] = {}
+    # (question, state, category, stratification) -> [sum, count] over the
+    # rows with a value; _freeze adds these up per state and per question.
+    sums: Dict[Tuple[str, str, str, str], List[float]] = {}
     rows = skipped = 0
     for row in reader:
         rows += 1
@@ -116,37 +116,32 @@ def _index(path: str, reader) -> DataIndex:
         if not isfinite(value):
             skipped += 1
             continue
-        key = (question, state)
-        acc = state_sums.get(key)
+        key = (question, state, category, stratification)
+        acc = sums.get(key)
         if acc is None:
-            state_sums[key] = [value, 1]
+            sums[key] = [value, 1]
         else:
             acc[0] += value
             acc[1] += 1
-        if category and stratification and state:
-            key = (question, state, category, stratification)
-            acc = group_sums.get(key)
-            if acc is None:
-                group_sums[key] = [value, 1]
-            else:
-                acc[0] += value
-                acc[1] += 1
-    return DataIndex(path, _freeze(state_sums, group_sums), rows, skipped)
+    return DataIndex(path, _freeze(sums), rows, skipped)
 
 
-def _freeze(state_sums, group_sums) -> Mapping[str, QuestionMeans]:
-    totals = {}   # question -> [sum, count] over all its rows
-    states = {}   # question -> {state: mean}
-    groups = {}   # question -> {state: {(category, stratification): mean}}
-    for (question, state), (total, count) in state_sums.items():
-        acc = totals.setdefault(question, [0.0, 0])
-        acc[0] += total
-        acc[1] += count
+def _freeze(sums: Dict[Tuple[str, str, str, str], List[float]]) -> Mapping[str, QuestionMeans]:
+    totals: Dict[str, List[float]] = {}                  # question -> [sum, count]
+    state_totals: Dict[Tuple[str, str], List[float]] = {}  # (question, state) -> [sum, count]
+    groups: Dict[str, Dict[str, Dict[Group, float]]] = {}  # question -> state -> group -> mean
+    for (question, state, category, strat), (total, count) in sums.items():
+        for acc in (totals.setdefault(question, [0.0, 0]),
+                    state_totals.setdefault((question, state), [0.0, 0])):
+            acc[0] += total
+            acc[1] += count
+        if state and category and strat:
+            groups.setdefault(question, {}).setdefault(state, {})[(category, strat)] = (
+                total / count)
+    states: Dict[str, Dict[str, float]] = {}               # question -> state -> mean
+    for (question, state), (total, count) in state_totals.items():
         if state:
             states.setdefault(question, {})[state] = total / count
-    for (question, state, category, strat), (total, count) in group_sums.items():
-        groups.setdefault(question, {}).setdefault(state, {})[(category, strat)] = (
-            total / count)
     frozen = {}
     for question, (total, count) in totals.items():
         if not question:
