@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import check
 from .data import DEMO_FILE, DataIndex, load
 from .demo import scale
+from .jobs import DONE, JobResult, job_number
 from .soak import ServerProcess, proc_status
 from .statistics import STATISTICS, prepare
 from .storage import JobStore
@@ -102,9 +103,8 @@ class SyncJobs:
         self._store.write_result(number, json.dumps(query.compute(self._index)).encode())
         return f"job_id_{number}"
 
-    def result(self, job_id: str, wait: float = 0.0):   # pylint: disable=unused-argument
+    def result(self, job_id: str, wait: float = 0.0) -> JobResult:   # pylint: disable=unused-argument
         """Always done."""
-        from .jobs import DONE, JobResult, job_number   # pylint: disable=import-outside-toplevel
         return JobResult(DONE, data_json=self._store.read_result(job_number(job_id)))
 
 
