@@ -75,8 +75,11 @@ class JobManager:
     ``result`` may wait on it a little, so that a client polling right after
     its POST gets the result instead of "running".
 
-    Invariant: ``_running`` is the number of values in ``_status`` equal to
-    RUNNING, so ``num_jobs`` and ``jobs`` agree at every moment.
+    Invariants: ``_running`` is the number of values in ``_status`` equal to
+    RUNNING, so ``num_jobs`` and ``jobs`` agree at every moment; and
+    ``_status`` holds its job numbers in ascending order (recovered ones are
+    entered in order, new ones are always above them), so ``jobs`` lists
+    them in id order without sorting.
 
     ``_answers`` memoizes the encoded result of each Query (the index never
     changes, so neither does an answer).  It needs no lock: a dict's ``get``
@@ -93,13 +96,17 @@ class JobManager:
         self._job_finished = threading.Condition(self._mutex)
         self._answers: Dict[Query, bytes] = {}
         recovered = store.recover()
-        self._status: Dict[int, str] = dict.fromkeys(recovered.finished, DONE)
+        self._status: Dict[int, str] = {}
         self._reasons: Dict[int, str] = {}
         self._next = recovered.next_number
         self._running = 0
         self._accepting = True
-        for job in recovered.pending:
-            self._resume(job)
+        pending = {job.number: job for job in recovered.pending}
+        for number in sorted([*recovered.finished, *pending]):
+            if number in pending:
+                self._resume(pending[number])
+            else:
+                self._status[number] = DONE
         if recovered.pending:
             log.info("%d job(s) accepted by an earlier run queued again",
                      len(recovered.pending))
@@ -143,7 +150,7 @@ class JobManager:
     def statuses(self) -> List[Tuple[str, str]]:
         """(job id, status) of every job, in id order."""
         with self._mutex:
-            items = sorted(self._status.items())
+            items = list(self._status.items())
         return [(f"job_id_{number}", status) for number, status in items]
 
     def num_jobs(self) -> int:
@@ -168,8 +175,9 @@ class JobManager:
         try:
             query = prepare(self._index, job.endpoint, job.body)
         except (QueryError, KeyError) as exc:   # the data changed since it was accepted
-            self._status[job.number] = ERROR
-            self._reasons[job.number] = f"cannot run again on this data: {exc}"
+            with self._mutex:
+                self._status[job.number] = ERROR
+                self._reasons[job.number] = f"cannot run again on this data: {exc}"
             return
         with self._mutex:
             self._queue(job.number, query)

@@ -151,12 +151,17 @@ class JobStore:
 
     def result_path(self, number: int) -> Path:
         """Where the result of job ``number`` lives."""
-        return self.directory / f"job_id_{number}.json"
+        return Path(self._result_file(number))
+
+    def _result_file(self, number: int, prefix: str = "", suffix: str = "") -> str:
+        # The one place a result file name is made, from an int only; a str
+        # path, since pathlib costs more than the write itself on this hot path.
+        return os.path.join(self.directory, f"{prefix}job_id_{number}.json{suffix}")
 
     def write_result(self, number: int, answer: bytes) -> None:
         """Store ``answer`` (JSON text) as job ``number``'s result, atomically."""
-        final = os.path.join(self.directory, f"job_id_{number}.json")
-        temp = os.path.join(self.directory, f".job_id_{number}.json{_TEMP_SUFFIX}")
+        final = self._result_file(number)
+        temp = self._result_file(number, prefix=".", suffix=_TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(answer)
@@ -168,7 +173,7 @@ class JobStore:
 
     def read_result(self, number: int) -> bytes:
         """The JSON text of job ``number``'s result."""
-        with open(os.path.join(self.directory, f"job_id_{number}.json"), "rb") as result:
+        with open(self._result_file(number), "rb") as result:
             return result.read()
 
     def _finished_numbers(self) -> List[int]:
