@@ -1,5 +1,8 @@
 """The command line: ``python3 run.py`` / ``python3 -m lestats``.
 
+``python3 -m lestats TOOL ...`` runs one of the tools instead of the server
+(see ``TOOLS``); a tool is imported only when it is asked for.
+
 ``main`` loads the data, wires data -> pool -> jobs -> HTTP server, serves
 until SIGINT or SIGTERM, then drains the accepted jobs and returns 0.  A
 problem found before serving (bad data, port in use, bad option) is one line
@@ -7,6 +10,7 @@ on stderr and exit status 2.
 """
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -25,6 +29,14 @@ from .webserver import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsSer
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+
+# python3 -m lestats NAME ...: the tools that are not the server.
+TOOLS = {
+    "check": "lestats.tools.check",
+    "bench": "lestats.tools.bench",
+    "soak": "lestats.tools.soak",
+    "demo": "lestats.tools.demo",
+}
 
 
 class StartError(Exception):
@@ -124,6 +136,14 @@ def serve_until_signalled(server: StatsServer, banner: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the server, or the tool named first; return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+    return serve(argv)
+
+
+def serve(argv: List[str]) -> int:
     """Run the server; return the exit status."""
     args = parse_args(argv)
     data_path = find_data_file(args.data, os.environ, Path.cwd())

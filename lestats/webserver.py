@@ -1,12 +1,12 @@
-"""The HTTP side: the route table, the request handler and the server.
+"""The HTTP server: connections, request framing, limits and answers.
 
-``ROUTES`` is the one place that lists what the server answers; the request
-handler looks a request up there, reads its body, calls the route's handler
-and writes the JSON answer.  Everything API.md says about status codes and
-error bodies happens in this module and nowhere else.
+A request is read here (within the client timeout, within the size limits),
+looked up in ``routes.ROUTES``, handed to its route's handler, and the
+``Reply`` (or ``ApiError``) is written back as JSON.  Protocol errors found
+before a route is known (bad request lines, headers, lengths) are answered
+here, as JSON too.
 """
 
-import html
 import io
 import json
 import logging
@@ -16,223 +16,18 @@ import socket
 import socketserver
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
-from .jobs import AlreadyShuttingDown, JobManager, ShuttingDown, UnknownJob
-from .statistics import STATISTICS, QueryError
+from .jobs import JobManager
+from .routes import JSON_TYPE, ApiError, Request, find_route
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 DEFAULT_CLIENT_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 1000
-# How long get_results waits for a running job before answering "running":
-# long enough for a job that was just queued, short enough never to stall a client.
-RESULT_WAIT = 0.1
-JSON_TYPE = "application/json"
-JOB_ID_PARAM = "{job_id}"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
-
-
-class ApiError(Exception):
-    """An answer of API.md's error table: ``{"status": "error", "reason": ...}``.
-
-    ``close`` asks to end the connection after the answer, when the rest of
-    the request could not be read and the stream is no longer in step.
-    """
-
-    def __init__(self, status: int, reason: str, headers: Sequence[Tuple[str, str]] = (),
-                 close: bool = False):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = tuple(headers)
-        self.close = close
-
-
-@dataclass
-class Request:
-    """What a route handler gets: the path parameter (the job id of
-    get_results) and the raw body."""
-
-    param: str = ""
-    body: bytes = b""
-
-
-@dataclass
-class Reply:
-    """What a route handler returns: a status, a payload (JSON-ready, or
-    bytes sent as they are) and, for logging, the job id it concerns."""
-
-    status: int
-    payload: Any
-    job_id: str = ""
-    content_type: str = JSON_TYPE
-
-
-Handler = Callable[[JobManager, Request], Reply]
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate key in JSON object")
-    return result
-
-
-def json_object(body: bytes) -> Dict[str, Any]:
-    """Decode a request body that must be one JSON object; raise ApiError 400."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "body is not valid UTF-8") from exc
-    try:
-        value = json.loads(text, parse_constant=_reject_constant,
-                           object_pairs_hook=_unique_keys)
-    except RecursionError as exc:
-        raise ApiError(400, "body is not valid JSON: nested too deeply") from exc
-    except ValueError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ApiError(400, f"body must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-def post_statistic(name: str) -> Handler:
-    """The handler of ``POST /api/<name>`` for statistic ``name``."""
-    def handle(jobs: JobManager, request: Request) -> Reply:
-        body = json_object(request.body)
-        try:
-            job_id = jobs.submit(name, body)
-        except QueryError as exc:
-            raise ApiError(400, str(exc)) from exc
-        except ShuttingDown as exc:
-            raise ApiError(503, "Server is shutting down") from exc
-        except OSError as exc:   # the journal could not be written: no id is given out
-            log.exception("cannot record a %s job", name)
-            raise ApiError(500, f"cannot record the job: {exc.strerror or exc}") from exc
-        return Reply(200, {"job_id": job_id}, job_id=job_id)
-    return handle
-
-
-def get_results(jobs: JobManager, request: Request) -> Reply:
-    """``GET /api/get_results/<job_id>``."""
-    try:
-        result = jobs.result(request.param, wait=RESULT_WAIT)
-    except UnknownJob as exc:
-        raise ApiError(404, "Invalid job_id") from exc
-    if result.status == "done":
-        body = b'{"status": "done", "data": ' + result.data_json + b"}"
-        return Reply(200, body, job_id=request.param)
-    if result.status == "error":
-        raise ApiError(500, result.reason or "job failed")
-    return Reply(200, {"status": result.status}, job_id=request.param)
-
-
-def get_jobs(jobs: JobManager, _request: Request) -> Reply:
-    """``GET /api/jobs``."""
-    data = [{job_id: status} for job_id, status in jobs.statuses()]
-    return Reply(200, {"status": "done", "data": data})
-
-
-def get_num_jobs(jobs: JobManager, _request: Request) -> Reply:
-    """``GET /api/num_jobs``."""
-    return Reply(200, {"num_jobs": jobs.num_jobs()})
-
-
-def graceful_shutdown(jobs: JobManager, _request: Request) -> Reply:
-    """``GET /api/graceful_shutdown``."""
-    try:
-        jobs.shutdown()
-    except AlreadyShuttingDown as exc:
-        raise ApiError(409, "Server is already shutting down") from exc
-    return Reply(200, {"status": "shutting down"})
-
-
-def index_page(_jobs: JobManager, _request: Request) -> Reply:
-    """``GET /``: the endpoints, as an HTML page."""
-    items = "\n".join(
-        f"<li><code>{route.method} {html.escape(route.path)}</code>: "
-        f"{html.escape(route.summary)}</li>"
-        for route in ROUTES)
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lestats</title>"
-            "</head>\n<body><h1>lestats</h1>\n<p>Statistics of the Nutrition, Physical"
-            " Activity, and Obesity survey. POST a question, poll for the result.</p>\n"
-            f"<ul>\n{items}\n</ul></body></html>\n")
-    return Reply(200, page.encode("utf-8"), content_type="text/html; charset=utf-8")
-
-
-@dataclass(frozen=True)
-class Route:
-    """One line of the route table.  A ``path`` ending in ``{job_id}`` matches
-    any path that starts with what comes before it; the rest is passed to the
-    handler as ``Request.param``."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-
-    @property
-    def takes_param(self) -> bool:
-        """True for a prefix route such as get_results."""
-        return self.path.endswith(JOB_ID_PARAM)
-
-    def matches(self, path: str) -> Optional[str]:
-        """The path parameter ("" for exact routes) if ``path`` is this route's."""
-        if self.takes_param:
-            prefix = self.path[:-len(JOB_ID_PARAM)]
-            return path[len(prefix):] if path.startswith(prefix) else None
-        return "" if path == self.path else None
-
-
-_STATISTIC_SUMMARIES = {
-    "states_mean": "mean of every state, ascending (body: question)",
-    "state_mean": "mean of one state (body: question, state)",
-    "best5": "the 5 best states, best first (body: question)",
-    "worst5": "the 5 worst states, worst first (body: question)",
-    "global_mean": "mean over all rows of the question (body: question)",
-    "diff_from_mean": "global mean minus each state's mean (body: question)",
-    "state_diff_from_mean": "global mean minus one state's mean (body: question, state)",
-    "mean_by_category": "mean per (state, category, stratification) (body: question)",
-    "state_mean_by_category": "one state's mean per (category, stratification)"
-                              " (body: question, state)",
-}
-
-ROUTES: Tuple[Route, ...] = tuple(
-    Route("POST", f"/api/{name}", post_statistic(name), _STATISTIC_SUMMARIES[name])
-    for name in STATISTICS
-) + (
-    Route("GET", "/api/get_results/" + JOB_ID_PARAM, get_results,
-          "a job's status, and its result when done"),
-    Route("GET", "/api/jobs", get_jobs, "every job and its status, in id order"),
-    Route("GET", "/api/num_jobs", get_num_jobs, "jobs accepted and not yet finished"),
-    Route("GET", "/api/graceful_shutdown", graceful_shutdown,
-          "accept no more jobs; finish the accepted ones"),
-    Route("GET", "/", index_page, "this page"),
-)
-
-
-def find_route(method: str, path: str) -> Tuple[Route, str]:
-    """The route for ``method`` and ``path`` and its parameter; raise ApiError
-    404 for an unknown path and 405 (with Allow) for a wrong method."""
-    allowed = []
-    for route in ROUTES:
-        param = route.matches(path)
-        if param is None:
-            continue
-        if route.method == method:
-            return route, param
-        allowed.append(route.method)
-    if not allowed:
-        raise ApiError(404, "Not found")
-    raise ApiError(405, "Method not allowed", headers=[("Allow", ", ".join(allowed))])
 
 
 def _clip(text: str, limit: int = 200) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lestats.data import load
-from lestats.demo import HEADER
+from lestats.tools.demo import HEADER
 from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
 from lestats.storage import JobStore

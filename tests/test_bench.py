@@ -5,7 +5,7 @@ import json
 import threading
 from http.server import ThreadingHTTPServer
 
-from lestats import bench
+from lestats.tools import bench
 from lestats.storage import JobStore
 from lestats.webserver import StatsServer
 

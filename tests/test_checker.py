@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from lestats import check
+from lestats.tools import check
 
 EDITIONS = ("2024", "2025")
 

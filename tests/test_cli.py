@@ -17,7 +17,7 @@ import pytest
 
 from lestats import cli
 from lestats.cli import StartError, build_server, main, worker_count
-from lestats.soak import ServerProcess, call
+from lestats.tools.soak import ServerProcess, call
 
 from conftest import OBESITY, REPO, TINY_ROWS, cli_args, write_csv
 

@@ -4,7 +4,7 @@ every question, state and category."""
 import io
 
 from lestats.data import DEMO_FILE, load
-from lestats.demo import CATEGORIES, HEADER, LOCATIONS, QUESTIONS, generate, main
+from lestats.tools.demo import CATEGORIES, HEADER, LOCATIONS, QUESTIONS, generate, main
 from lestats.statistics import HIGHEST_IS_BEST, LOWEST_IS_BEST
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from lestats.pool import ThreadPool
 from lestats.statistics import STATISTICS
-from lestats.webserver import MAX_BODY, ROUTES
+from lestats.routes import ROUTES
+from lestats.webserver import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED
 

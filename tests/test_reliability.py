@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from lestats import soak
+from lestats.tools import soak
 from lestats.data import load
-from lestats.soak import ServerProcess, call
+from lestats.tools.soak import ServerProcess, call
 from lestats.statistics import STATISTICS, prepare
 
 from conftest import REPO

@@ -2,7 +2,7 @@
 
 ``data/demo.csv`` is its output with the defaults::
 
-    python3 -m lestats.demo --out data/demo.csv
+    python3 -m lestats demo --out data/demo.csv
 
 Every (question, state) pair gets a "Total" row and one row of each other
 stratification category, so every question, state and category is present;
@@ -178,8 +178,8 @@ def scale(source: Path, out: TextIO, rows: int, seed: int = DEFAULT_SEED) -> int
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python3 -m lestats.demo [--rows N] [--seed S] [--from CSV] [--out PATH]``."""
-    parser = argparse.ArgumentParser(prog="python3 -m lestats.demo",
+    """``python3 -m lestats demo [--rows N] [--seed S] [--from CSV] [--out PATH]``."""
+    parser = argparse.ArgumentParser(prog="python3 -m lestats demo",
                                      description="Write synthetic survey data.")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -201,6 +201,3 @@ def _write(out: TextIO, args: argparse.Namespace) -> None:
     else:
         generate(out, args.rows, args.seed)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

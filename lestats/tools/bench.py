@@ -1,6 +1,6 @@
 """The benchmark: lestats against the floor of its own stack, in one run.
 
-    python3 -m lestats.bench [--quick] [--json PATH] [--checker-dir DIR]
+    python3 -m lestats bench [--quick] [--json PATH] [--checker-dir DIR]
 
 Every server is a child process on loopback; every client runs in this
 process.  It measures and prints:
@@ -40,14 +40,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import check
-from .data import DEMO_FILE, DataIndex, load
+from ..data import DEMO_FILE, DataIndex, load
 from .demo import scale
-from .jobs import DONE, JobResult, job_number
+from ..jobs import DONE, JobResult, job_number
 from .soak import ServerProcess, proc_status
-from .statistics import STATISTICS, prepare
-from .storage import JobStore
+from ..statistics import STATISTICS, prepare
+from ..storage import JobStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FLOOR_POST = b'{"job_id": "job_id_1"}'
 FLOOR_GET = b'{"status": "done", "data": {"global_mean": 1.0}}'
 CONCURRENCY = (1, 4, 16)
@@ -112,7 +112,7 @@ def serve(kind: str, data: Optional[str] = None, results: Optional[str] = None) 
     """Run one of the benchmark's servers in this process (a child of the
     benchmark) until SIGTERM; print ``port N`` when ready."""
     # pylint: disable=import-outside-toplevel
-    from .webserver import StatsServer
+    from ..webserver import StatsServer
     if kind == "floor":
         server = ThreadingHTTPServer(("127.0.0.1", 0), FloorHandler)
         server.daemon_threads = True
@@ -131,7 +131,7 @@ def serve_lestats_timed(argv: List[str], timings: str) -> int:
     """Run lestats (``cli.main``) recording when each result file appears;
     the times are written to ``timings`` as JSON on exit."""
     # pylint: disable=import-outside-toplevel
-    from . import cli
+    from .. import cli
     finished: Dict[int, float] = {}
     write_result = JobStore.write_result
 
@@ -147,11 +147,11 @@ def serve_lestats_timed(argv: List[str], timings: str) -> int:
 
 
 class Child:
-    """A benchmark server in a child process (``python3 -m lestats.bench --serve``)."""
+    """A benchmark server in a child process (``python3 -m lestats bench --serve``)."""
 
     def __init__(self, *args: str):
         self.process = subprocess.Popen(   # pylint: disable=consider-using-with
-            [sys.executable, "-m", "lestats.bench", "--serve", *args],
+            [sys.executable, "-m", "lestats", "bench", "--serve", *args],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
             cwd=REPO)
         self.port = int(self.process.stdout.readline().split()[1])
@@ -259,7 +259,7 @@ def step_cycles(data: Path, index: DataIndex, seconds: float, workdir: Path,
     timings = workdir / "timings.json"
     server = ServerProcess(data, workdir / "results-cycles", workdir / "cycles.log",
                            ["--bench-timings", str(timings)], cwd=REPO,
-                           entry=("-m", "lestats.bench", "--serve-lestats"))
+                           entry=("-m", "lestats", "bench", "--serve-lestats"))
     latency_clients: List[CycleClient] = []
     try:
         report["lestats_cycles_per_s"] = {}
@@ -492,12 +492,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         at = rest.index("--bench-timings")
         timings = rest[at + 1]
         return serve_lestats_timed(rest[:at] + rest[at + 2:], timings)
-    parser = argparse.ArgumentParser(prog="python3 -m lestats.bench",
+    parser = argparse.ArgumentParser(prog="python3 -m lestats bench",
                                      description="Measure lestats against its stack's floor.")
     parser.add_argument("--quick", action="store_true", help="a few seconds in all")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--checker-dir", type=Path,
-                        default=Path(__file__).resolve().parent.parent.parent / "shared"
+                        default=REPO.parent / "shared"
                         / "checker")
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="seconds per concurrency level (default 3)")
@@ -521,6 +521,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """A soak run: mixed traffic against a real server process that is killed
 with SIGKILL and restarted, then a check that no accepted job was lost.
 
-    python3 -m lestats.soak [--seconds 30] [--clients 6] [--kill-every 5]
+    python3 -m lestats soak [--seconds 30] [--clients 6] [--kill-every 5]
 
 Several client threads send valid statistic requests (remembering every job
 id they are given), invalid bodies, and hostile raw requests, while the main
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .check import first_difference
-from .data import DEMO_FILE, DataIndex, load
-from .statistics import STATISTICS, prepare
+from ..data import DEMO_FILE, DataIndex, load
+from ..statistics import STATISTICS, prepare
 
-RUN_PY = Path(__file__).resolve().parent.parent / "run.py"
+RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
 
 
 def proc_status(pid: int) -> Dict[str, int]:
@@ -251,7 +251,7 @@ class Soak:  # pylint: disable=too-many-instance-attributes
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run a soak and print its report; exit 1 if a job was lost or wrong."""
-    parser = argparse.ArgumentParser(prog="python3 -m lestats.soak",
+    parser = argparse.ArgumentParser(prog="python3 -m lestats soak",
                                      description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--kill-every", type=float, default=5.0,
@@ -278,6 +278,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0 if report["lost"] == 0 and report["wrong"] == 0 else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """A standard-library stand-in for the course checker.
 
-    python3 -m lestats.check CASES_DIR [--url http://127.0.0.1:5000]
+    python3 -m lestats check CASES_DIR [--url http://127.0.0.1:5000]
 
 CASES_DIR is in the course layout: ``<endpoint>/input/in-N.json`` holds a
 request body and ``<endpoint>/output/out-N.json`` the expected ``data``.  Like
@@ -178,7 +178,7 @@ def run(cases_dir: Path, url: str, timeout: float,
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Exit 0 when every case passes, 1 when one fails, 2 on bad usage."""
-    parser = argparse.ArgumentParser(prog="python3 -m lestats.check",
+    parser = argparse.ArgumentParser(prog="python3 -m lestats check",
                                      description="Run course-layout checker cases.")
     parser.add_argument("cases_dir", type=Path)
     parser.add_argument("--url", default="http://127.0.0.1:5000")
@@ -193,6 +193,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"time: {time.monotonic() - started:.2f} s")
     return 0 if all_passed else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())
