@@ -9,8 +9,8 @@ table.  How requests are read and answers written is ``webserver``'s job.
 import html
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .jobs import AlreadyShuttingDown, JobManager, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
@@ -43,21 +43,33 @@ class ApiError(Exception):
 @dataclass
 class Request:
     """What a route handler gets: the path parameter (the job id of
-    get_results) and the raw body."""
+    get_results), the query string's parameters (the first value of each)
+    and the raw body."""
 
     param: str = ""
     body: bytes = b""
+    query: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Reply:
     """What a route handler returns: a status, a payload (JSON-ready, or
-    bytes sent as they are) and, for logging, the job id it concerns."""
+    bytes sent as they are), extra headers and, for logging, the job id it
+    concerns.
+
+    A reply with ``chunks`` streams its body instead (``payload`` is then
+    ignored): the server sends each piece as it comes, with chunked transfer
+    coding, so a long answer is never built whole and a stream (Server-Sent
+    Events) can go on for as long as the iterator does.  The server closes the
+    iterator (``close()``, if it has one) when the client goes away.
+    """
 
     status: int
-    payload: Any
+    payload: Any = None
     job_id: str = ""
     content_type: str = JSON_TYPE
+    headers: Sequence[Tuple[str, str]] = ()
+    chunks: Optional[Iterable[bytes]] = None
 
 
 Handler = Callable[[JobManager, Request], Reply]
