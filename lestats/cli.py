@@ -1,34 +1,41 @@
 """The command line: ``python3 run.py`` / ``python3 -m lestats``.
 
+``serve`` loads the data, wires data -> pool -> jobs -> HTTP server, serves
+until SIGINT or SIGTERM, then drains the accepted jobs and returns 0.  A
+problem found before serving (bad option, bad data, results directory in
+use, port in use) is one line on stderr and exit status 2.
+
 ``python3 -m lestats TOOL ...`` runs one of the tools instead of the server
 (see ``TOOLS``); a tool is imported only when it is asked for.
-
-``main`` loads the data, wires data -> pool -> jobs -> HTTP server, serves
-until SIGINT or SIGTERM, then drains the accepted jobs and returns 0.  A
-problem found before serving (bad data, port in use, bad option) is one line
-on stderr and exit status 2.
 """
 
 import argparse
 import importlib
 import logging
+import math
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, NoReturn, Optional
 
 from . import logs
 from .data import DataError, DataIndex, find_data_file, load
-from .jobs import AlreadyShuttingDown, JobManager
+from .jobs import JobManager
 from .pool import ThreadPool
-from .storage import JobStore
+from .storage import JobStore, StoreError
+from .watch.events import EventBus
+from .watch.trace import TraceWriter
 from .webserver import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer
 
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DRAINED = 0   # the byte the drainer sends the main thread; signal numbers are >= 1
 
 # python3 -m lestats NAME ...: the tools that are not the server.
 TOOLS = {
@@ -43,95 +50,222 @@ class StartError(Exception):
     """Start-up cannot go on; the message is the one line shown to the user."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: Callable[[str], Any], low: float, inclusive: bool = True,
+            high: Optional[float] = None) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, at least (or above) ``low``,
+    at most ``high``."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if math.isnan(value) or (value < low if inclusive else value <= low) or (
+                high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else (
+                f"at least {low}" if inclusive else f"more than {low}")
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {text}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The options of API.md."""
-    parser = argparse.ArgumentParser(
-        prog="lestats", description="Serve the Le Stats Sportif statistics API.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=5000, help="port to listen on")
-    parser.add_argument("--data", help="survey CSV (default: $LESTATS_DATA, then "
-                        "./nutrition_activity_obesity_usa_subset.csv, then the demo data)")
-    parser.add_argument("--results-dir", default="results", help="where results are written")
-    parser.add_argument("--log-file", default="webserver.log", help="the log file")
-    parser.add_argument("--workers", type=int,
-                        help="worker threads (default: $TP_NUM_OF_THREADS, then the CPU count)")
-    parser.add_argument("--fsync", action="store_true",
-                        help="have each accepted job on disk before its id is given out"
-                        " (survives a power cut, not only a killed server; slower)")
-    parser.add_argument("--client-timeout", type=float, default=DEFAULT_CLIENT_TIMEOUT,
-                        help="seconds a request may take to arrive, and a kept-alive"
-                        " connection may stay idle")
-    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
-                        help="open connections at most; more are answered 503")
+    parser = Parser(prog="lestats", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                    description="Serve the Le Stats Sportif statistics API.  "
+                                "Tools: python3 -m lestats {check,bench,soak,demo} --help.")
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on")
+    add("--port", type=_number(int, 0, high=65535), default=5000,
+        help="port to listen on (0: any free port)")
+    add("--data", help="survey CSV (default: $LESTATS_DATA, then "
+        "./nutrition_activity_obesity_usa_subset.csv, then the demo data)")
+    add("--results-dir", default="results", help="where results and the journal are written")
+    add("--log-file", default="webserver.log", help="the log file (rotated)")
+    add("--workers", type=_number(int, 1),
+        help="worker threads (default: $TP_NUM_OF_THREADS, then the CPU count)")
+    add("--fsync", action="store_true",
+        help="have each accepted job on disk before its id is given out"
+        " (survives a power cut, not only a killed server; slower)")
+    add("--client-timeout", type=_number(float, 0, inclusive=False),
+        default=DEFAULT_CLIENT_TIMEOUT,
+        help="seconds a request may take to arrive and its answer to leave")
+    add("--max-connections", type=_number(int, 1), default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections at most")
+    add("--max-queued", type=_number(int, 1), default=100_000,
+        help="jobs waiting at most; more are answered 503 with Retry-After")
+    add("--min-free-mb", type=_number(float, 0), default=100.0,
+        help="refuse new jobs (507) when the results directory has less free space")
+    add("--keep-results", type=_number(int, 1), metavar="N",
+        help="delete the oldest result files beyond the newest N (default: keep all)")
+    add("--drain-timeout", type=_number(float, 0, inclusive=False), default=300.0,
+        help="seconds the drain after SIGTERM/SIGINT may take; unfinished jobs stay"
+        " in the journal and run at the next start")
+    add("--slow-motion", type=_number(float, 0), default=0.0, metavar="MS",
+        help="teaching: every job takes at least MS milliseconds, to watch the pool at /")
+    add("--trace", metavar="FILE",
+        help="teaching: write the pool's events to FILE as Chrome Trace Event JSON")
     return parser.parse_args(argv)
 
 
 def worker_count(option: Optional[int], environ: Mapping[str, str]) -> int:
     """--workers, else $TP_NUM_OF_THREADS, else the CPU count."""
     if option is not None:
-        count, origin = option, "--workers"
-    elif environ.get("TP_NUM_OF_THREADS"):
-        origin = "TP_NUM_OF_THREADS"
-        try:
-            count = int(environ["TP_NUM_OF_THREADS"])
-        except ValueError:
-            raise StartError(f"{origin} must be a whole number, "
-                             f"not {environ['TP_NUM_OF_THREADS']!r}") from None
-    else:
+        return option
+    text = environ.get("TP_NUM_OF_THREADS", "").strip()
+    if not text:
         return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise StartError(f"TP_NUM_OF_THREADS must be a whole number, not {text!r}") from None
     if count < 1:
-        raise StartError(f"{origin} must be at least 1, not {count}")
+        raise StartError(f"TP_NUM_OF_THREADS must be at least 1, not {count}")
     return count
 
 
-def build_server(index: DataIndex, args: argparse.Namespace,
-                 environ: Mapping[str, str]) -> StatsServer:
-    """Wire the pool, the job manager and the HTTP server (bound, not yet
-    serving).  Raise StartError if the results directory or port is unusable."""
-    workers = worker_count(args.workers, environ)
-    pool = ThreadPool(workers)
-    try:
-        jobs = JobManager(index, pool, JobStore(args.results_dir, fsync=args.fsync))
-    except OSError as exc:
-        pool.shutdown()
-        raise StartError(f"results directory {args.results_dir}: {exc.strerror or exc}") from exc
-    try:
-        server = StatsServer((args.host, args.port), jobs, args.client_timeout,
-                             args.max_connections)
-    except OSError as exc:
-        pool.shutdown()
-        raise StartError(f"cannot listen on {args.host}:{args.port}: "
-                         f"{exc.strerror or exc}") from exc
-    log.info("listening on %s:%d with %d workers, results in %s",
-             args.host, server.server_port, workers, args.results_dir)
-    return server
+class Service:
+    """The running parts, wired in dependency order and stopped in reverse:
+    the event bus (and trace), the pool, the job manager, the HTTP server."""
 
-
-def serve_until_signalled(server: StatsServer, banner: str) -> None:
-    """Serve until SIGINT or SIGTERM, then stop taking jobs, finish the
-    accepted ones and close the server.  ``banner`` goes to stderr once the
-    signal handlers are in place, so whoever waits for it may signal at once.
-    Must run in the main thread; the previous handlers are put back on return."""
-    stop = threading.Event()
-    previous = {signum: signal.signal(signum, lambda number, _frame: stop.set())
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    serving = threading.Thread(target=server.serve_forever, name="lestats-http")
-    serving.start()
-    print(banner, file=sys.stderr, flush=True)
-    try:
-        stop.wait()
-        log.info("signal received: draining the accepted jobs")
+    def __init__(self, index: DataIndex, args: argparse.Namespace,
+                 environ: Mapping[str, str]):
+        workers = worker_count(args.workers, environ)
+        self.client_timeout = args.client_timeout
+        self.events = EventBus()
+        self.trace = TraceWriter(self.events, args.trace) if args.trace else None
+        self.pool = ThreadPool(workers, max_queued=args.max_queued, events=self.events)
         try:
-            server.jobs.shutdown()
-        except AlreadyShuttingDown:
-            pass
-        server.jobs.drain()   # GETs are still answered meanwhile
-    finally:
-        server.shutdown()
-        serving.join()
-        server.server_close()
-        for signum, handler in previous.items():
+            self.jobs = JobManager(
+                index, self.pool, JobStore(args.results_dir, fsync=args.fsync,
+                                           min_free_mb=args.min_free_mb),
+                events=self.events, slow_motion_ms=args.slow_motion,
+                keep_results=args.keep_results)
+        except StoreError as exc:
+            self._stop_teaching()
+            self.pool.shutdown()
+            raise StartError(str(exc)) from exc
+        try:
+            self.server = StatsServer((args.host, args.port), self.jobs, args.client_timeout,
+                                      args.max_connections)
+        except OSError as exc:
+            self.jobs.close()
+            self._stop_teaching()
+            self.pool.shutdown()
+            raise StartError(f"cannot listen on {args.host}:{args.port}: "
+                             f"{exc.strerror or exc}") from exc
+        self.serving = threading.Thread(target=self.server.serve_forever, name="lestats-http")
+        log.info("listening on %s:%d with %d workers, results in %s",
+                 args.host, self.server.server_port, workers, args.results_dir)
+
+    def stop(self, wait_for_requests: bool) -> None:
+        """Stop accepting connections, end the event streams, let requests in
+        flight be answered (unless told not to wait), then close everything."""
+        self.server.shutdown()
+        self.serving.join()
+        self.events.close()
+        if wait_for_requests:
+            self.server.close_connections(self.client_timeout)
+        if self.trace is not None:
+            self.trace.close()
+        self.jobs.close()
+        self.server.server_close()
+
+    def _stop_teaching(self) -> None:
+        self.events.close()
+        if self.trace is not None:
+            self.trace.close()
+
+
+class SignalWaiter:
+    """Waits in the main thread for SIGINT/SIGTERM or for the drain to end.
+
+    The signals are caught with ``signal.set_wakeup_fd``: Python's C-level
+    handler writes the signal's number to a socket in whatever thread the
+    kernel delivers it to, so no signal is lost, and the main thread sleeps
+    in ``select()`` on the other end (not in a lock, which a signal delivered
+    to another thread would never interrupt).  The drainer writes DRAINED to
+    the same socket.  Use it as a context manager in the main thread: the
+    previous handlers are put back on exit.
+    """
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._previous: dict = {}
+        self._previous_fd = -1
+        self._pending: List[int] = []
+
+    def __enter__(self) -> "SignalWaiter":
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno())
+        for signum in STOP_SIGNALS:
+            # The handler does nothing: the number arrives on the socket.
+            self._previous[signum] = signal.signal(signum, lambda *_: None)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._reader.close()
+        self._writer.close()
+
+    def wake(self) -> None:
+        """Tell the waiting main thread the drain is over (any thread)."""
+        self._writer.send(bytes([DRAINED]))
+
+    def wait(self) -> int:
+        """The next signal number, or DRAINED."""
+        while not self._pending:
+            select.select([self._reader], [], [])
+            try:
+                self._pending.extend(self._reader.recv(64))
+            except BlockingIOError:
+                continue
+        return self._pending.pop(0)
+
+
+def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -> None:
+    """Serve until SIGINT or SIGTERM, then stop taking jobs and drain the
+    accepted ones, at most ``drain_timeout`` seconds; a second signal ends
+    the drain at once.  Jobs left unfinished stay in the journal and run at
+    the next start.  ``banner`` goes to stderr once the handlers are in
+    place.  Must run in the main thread."""
+    with SignalWaiter() as signals:
+        service.serving.start()
+        print(banner, file=sys.stderr, flush=True)
+        signum = signals.wait()
+        while signum == DRAINED:   # nothing drains yet: a stray byte
+            signum = signals.wait()
+        jobs = service.jobs
+        log.info("signal %s received: draining %d job(s), at most %g s",
+                 signal.Signals(signum).name, jobs.num_jobs(), drain_timeout)
+        jobs.shutdown()
+        drained: List[bool] = []   # list.append is atomic
+        drainer = threading.Thread(
+            target=lambda: (drained.append(jobs.drain(drain_timeout)), signals.wake()),
+            name="lestats-drain", daemon=True)
+        drainer.start()
+        while not drained:
+            signum = signals.wait()
+            if signum != DRAINED:
+                log.warning("second signal %s: stopping now; %d unfinished job(s) stay in"
+                            " the journal", signal.Signals(signum).name, jobs.num_jobs())
+                break
+        else:
+            if not drained[0]:
+                log.warning("drain timeout after %g s: %d unfinished job(s) stay in the"
+                            " journal and run at the next start", drain_timeout,
+                            jobs.num_jobs())
+        service.stop(wait_for_requests=bool(drained))
     log.info("stopped")
 
 
@@ -158,14 +292,25 @@ def serve(argv: List[str]) -> int:
                  " %d questions%s", index.source, index.rows, index.skipped,
                  len(index.questions), " -- SYNTHETIC demo data" if index.is_demo else "")
         try:
-            server = build_server(index, args, os.environ)
+            service = Service(index, args, os.environ)
         except StartError as exc:
             print(f"lestats: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        serve_until_signalled(
-            server, f"lestats: serving {index.source} on http://{args.host}:"
-                    f"{server.server_port}/{' (synthetic demo data)' if index.is_demo else ''}")
+        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args)) if note]
+        for note in notes:
+            log.info("%s", note)
+        port = service.server.server_port
+        banner = "\n".join([f"lestats: serving {index.source} on http://{args.host}:{port}/"
+                            f"{' (synthetic demo data)' if index.is_demo else ''}",
+                            *(f"lestats: {note}" for note in notes)])
+        serve_until_signalled(service, args.drain_timeout, banner)
         return 0
     finally:
         logging.getLogger("lestats").removeHandler(handler)
         handler.close()
+
+
+def _slow_motion_note(args: argparse.Namespace) -> Optional[str]:
+    if not args.slow_motion:
+        return None
+    return f"slow motion: every job takes at least {args.slow_motion:g} ms (teaching)"

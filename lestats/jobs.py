@@ -1,4 +1,4 @@
-"""Jobs: their ids and their statuses.
+"""Jobs: their ids, their records, and how each one runs.
 
 A job is one accepted statistic request.  ``JobManager.submit`` checks the
 request, gives it the next id (``job_id_1``, ``job_id_2``, ... with no gaps),
@@ -7,25 +7,38 @@ to the client; a worker computes it and writes its result file, and only
 then marks it done, so a reader that sees "done" always finds the whole
 file.  At start, jobs that an earlier run accepted but did not finish are
 queued again (see ``storage``).
+
+Every job keeps a small record (statistic, question, state, status, times,
+worker, queue position, reason): see ``JobTable``.
 """
 
+import bisect
 import json
 import logging
 import re
 import threading
+import time
+from array import array
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional
 
 from .data import DataIndex
-from .pool import ThreadPool
+from .pool import PoolClosed, PoolFull, ThreadPool
 from .statistics import Query, QueryError, prepare
-from .storage import AcceptedJob, JobStore
+from .storage import AcceptedJob, JobStore, Recovered
 
 log = logging.getLogger(__name__)
 
-RUNNING = "running"
-DONE = "done"
-ERROR = "error"
+# A job's status, as stored in JobTable.status.
+QUEUED, RUNNING, DONE, ERROR, EXPIRED = range(5)
+STATUS_NAMES = ("queued", "running", "done", "error", "expired")
+# What the course's routes say: a queued job is "running" there too.
+COURSE_NAMES = ("running", "running", "done", "error", "expired")
+_COURSE_BYTES = tuple(name.encode("ascii") for name in COURSE_NAMES)
+UNFINISHED = (QUEUED, RUNNING)
+
+LIST_CHUNK = 2048   # jobs rendered per piece of a /api/jobs answer
 
 _JOB_ID = re.compile(r"job_id_([1-9][0-9]{0,17})")
 
@@ -34,8 +47,8 @@ class ShuttingDown(RuntimeError):
     """A job was submitted after graceful shutdown began."""
 
 
-class AlreadyShuttingDown(RuntimeError):
-    """Graceful shutdown was asked for a second time."""
+class QueueFull(RuntimeError):
+    """A job was submitted while ``max_queued`` jobs were waiting."""
 
 
 class UnknownJob(LookupError):
@@ -51,163 +64,399 @@ def job_number(job_id: str) -> int:
     return int(match.group(1))
 
 
+def utc_iso(moment: float) -> Optional[str]:
+    """``moment`` (seconds since the epoch) as ISO 8601 UTC with a Z; None for 0."""
+    if not moment:
+        return None
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    return f"{seconds}.{int(moment * 1000) % 1000:03d}Z"
+
+
 @dataclass(frozen=True)
 class JobResult:
-    """What get_results answers: a status and, when done, the result's JSON
-    text, or, on error, the reason."""
+    """What get_results answers: a status (as the course names it) and, when
+    done, the result's JSON text, or, on error, the reason."""
 
     status: str
     data_json: Optional[bytes] = None
     reason: Optional[str] = None
 
 
-class JobManager:
-    """Accepts jobs, runs them on a ThreadPool, and answers for their state.
+class JobTable:
+    """Every job's record, in id order, a few dozen bytes each.
 
-    ``_mutex`` guards ``_next``, ``_status``, ``_reasons``, ``_running`` and
-    ``_accepting``.  It is held for dictionary updates only, never while a job
-    computes or a file is read or written.  ``submit`` and ``shutdown`` call
-    into the pool while holding it (lock order: this mutex, then the pool's;
-    the pool never calls back), which is what makes "the ids are handed out in
-    the order jobs are queued" and "no job is accepted after shutdown" true.
-
-    ``_job_finished`` (on ``_mutex``) is notified whenever a job finishes;
-    ``result`` may wait on it a little, so that a client polling right after
-    its POST gets the result instead of "running".
-
-    Invariants: ``_running`` is the number of values in ``_status`` equal to
-    RUNNING, so ``num_jobs`` and ``jobs`` agree at every moment; and
-    ``_status`` holds its job numbers in ascending order (recovered ones are
-    entered in order, new ones are always above them), so ``jobs`` lists
-    them in id order without sorting.
-
-    ``_answers`` memoizes the encoded result of each Query (the index never
-    changes, so neither does an answer).  It needs no lock: a dict's ``get``
-    and ``setdefault`` are atomic, and two workers racing on a new Query at
-    worst compute the same bytes twice.  It holds at most one entry per
-    statistic, question and state of the data.
+    Parallel arrays indexed by a job's slot (its place in id order): the
+    number, the status, three times (floats, 0 for "not yet"), the Query
+    (shared by every job that asks the same thing), the worker's index
+    (0 for none) and the pool ticket.  Reasons are kept only for failed jobs.
+    Slots are only ever appended, with rising numbers, so ``find`` is a
+    binary search.  Not thread-safe: JobManager's mutex guards it.
     """
 
-    def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore):
+    def __init__(self) -> None:
+        self.numbers = array("q")
+        self.status = bytearray()
+        self.accepted = array("d")
+        self.started = array("d")
+        self.finished = array("d")
+        self.queries: List[Optional[Query]] = []
+        self.workers = array("H")
+        self.tickets = array("q")
+        self.reasons: Dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def add(self, number: int, status: int, query: Optional[Query] = None,
+            accepted: float = 0.0, ticket: int = 0) -> int:
+        """Append job ``number`` (higher than any before); return its slot."""
+        self.numbers.append(number)
+        self.status.append(status)
+        self.accepted.append(accepted)
+        self.started.append(0.0)
+        self.finished.append(0.0)
+        self.queries.append(query)
+        self.workers.append(0)
+        self.tickets.append(ticket)
+        return len(self.numbers) - 1
+
+    def find(self, number: int) -> Optional[int]:
+        """The slot of job ``number``, or None if there is no such job."""
+        slot = bisect.bisect_left(self.numbers, number)
+        if slot < len(self.numbers) and self.numbers[slot] == number:
+            return slot
+        return None
+
+
+class JobManager:   # pylint: disable=too-many-instance-attributes
+    """Accepts jobs, runs them on a ThreadPool, and answers for their state.
+
+    ``_mutex`` guards ``_table``, ``_next``, ``_unfinished``, ``_first_open``,
+    ``_done_order`` and ``_waiters``.  It is held for bookkeeping only, never
+    while a job computes or a file is read or written.  ``submit`` takes the
+    next id and hands the job to the pool while holding it (lock order: this
+    mutex, then the pool's; the pool never calls back), which is what makes
+    "ids are handed out in the order jobs are queued, without gaps" true.
+    "No job is accepted after shutdown" is the pool's: it refuses tasks once
+    closed, under its own mutex, and ``submit`` turns that into ShuttingDown.
+
+    Each Condition in ``_waiters`` (on ``_mutex``) belongs to one job that a
+    ``result(wait=...)`` call is waiting for, and is notified (all) when that
+    job finishes: a finishing job wakes only its own waiters.
+
+    Invariants: ``_unfinished`` is the number of slots QUEUED or RUNNING;
+    ``_table`` holds its jobs in ascending id order (recovered ones are
+    entered in order, new ones are always above them); every slot before
+    ``_first_open`` is finished.
+
+    ``_answers`` memoizes the encoded result of each Query (the index never
+    changes, so neither does an answer), and ``_queries`` the one Query
+    object shared by every job that asks the same thing.  Neither needs a
+    lock: a dict's ``get`` and ``setdefault`` are atomic, and two workers
+    racing on a new Query at worst compute the same bytes twice.  Both hold
+    at most one entry per statistic, question and state of the data.
+    """
+
+    def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore, *,
+                 events: Any = None, slow_motion_ms: float = 0.0,
+                 keep_results: Optional[int] = None):
         self._index = index
         self._pool = pool
         self._store = store
-        self._mutex = threading.Lock()
-        self._job_finished = threading.Condition(self._mutex)
+        self._events = events
+        self.slow_motion_ms = slow_motion_ms
+        self._keep_results = keep_results
+        self._worker_index = {name: i for i, name in enumerate(pool.worker_names, 1)}
         self._answers: Dict[Query, bytes] = {}
-        recovered = store.recover()
-        self._status: Dict[int, str] = {}
-        self._reasons: Dict[int, str] = {}
+        self._queries: Dict[Query, Query] = {}
+        self._mutex = threading.Lock()
+        self._waiters: Dict[int, List[Any]] = {}   # slot -> [Condition, number waiting]
+        self._table = JobTable()
+        self._unfinished = 0
+        self._first_open = 0
+        self._done_order: Deque[int] = deque()   # slots of done jobs, oldest first
+        recovered = store.open(index.source)
         self._next = recovered.next_number
-        self._running = 0
-        self._accepting = True
-        pending = {job.number: job for job in recovered.pending}
-        for number in sorted([*recovered.finished, *pending]):
-            if number in pending:
-                self._resume(pending[number])
-            else:
-                self._status[number] = DONE
-        if recovered.pending:
-            log.info("%d job(s) accepted by an earlier run queued again",
-                     len(recovered.pending))
+        self._enter_recovered(recovered)
+        self.start_note = self._start_note(recovered)
+
+    # -- accepting and running ------------------------------------------------
 
     def submit(self, name: str, body: Mapping[str, Any]) -> str:
         """Accept statistic ``name`` for ``body`` and return its job id once
         the job is in the journal.
 
-        Raise QueryError for a bad body, ShuttingDown after shutdown, OSError
-        if the journal cannot be written (the job then runs, but its id was
-        never given out).
+        Raise QueryError for a bad body, storage.DiskFull when free space is
+        below the floor, ShuttingDown after shutdown, QueueFull when the pool
+        is full, OSError if the journal cannot be written (the job then runs,
+        but its id is never given out).
         """
-        query = prepare(self._index, name, body)
+        query = self._shared(prepare(self._index, name, body))
+        self._store.check_space()
         with self._mutex:
-            if not self._accepting:
-                raise ShuttingDown("Server is shutting down")
             number = self._next
-            self._next += 1
             self._queue(number, query)
-        self._store.accept(AcceptedJob(number, name, body))
+            self._next += 1
+        self._store.accept(AcceptedJob(number, name, query.question, query.state))
         return f"job_id_{number}"
+
+    def _queue(self, number: int, query: Query) -> None:
+        """Give job ``number`` to the pool, then enter it as queued: only
+        after the step that can fail.  Hold ``_mutex``."""
+        slot = len(self._table)
+        job_id = f"job_id_{number}"
+        try:
+            ticket = self._pool.submit(lambda: self._run(slot, number, query), label=job_id)
+        except PoolFull as exc:
+            raise QueueFull(f"the queue is full ({exc}); try again later") from exc
+        except PoolClosed as exc:
+            raise ShuttingDown("shutting down") from exc
+        self._table.add(number, QUEUED, query, time.time(), ticket)
+        self._unfinished += 1
+        self._publish("job_accepted", job_id=job_id, statistic=query.name,
+                      question=query.question, state=query.state,
+                      queued=self._pool.queued())
+
+    def _run(self, slot: int, number: int, query: Query) -> None:
+        """A job, as a pool task: compute, write the result, then say so."""
+        began = time.monotonic()
+        self._mark_started(slot, number)
+        status, reason = DONE, None
+        try:
+            self._store.write_result(number, self._answer(query))
+        except Exception as exc:   # pylint: disable=broad-except
+            log.exception("job_id_%d failed", number)
+            status, reason = ERROR, f"job failed: {type(exc).__name__}: {exc}"
+        if self.slow_motion_ms:
+            # Teaching only: make the job last long enough to be watched.
+            time.sleep(max(0.0, began + self.slow_motion_ms / 1000 - time.monotonic()))
+        self._finish(slot, number, status, reason)
+
+    def _shared(self, query: Query) -> Query:
+        """The one Query object every job asking the same thing refers to
+        (so a job's record costs a pointer, not a copy of the question).
+        No lock: ``setdefault`` is atomic."""
+        return self._queries.setdefault(query, query)
+
+    def _answer(self, query: Query) -> bytes:
+        answer = self._answers.get(query)
+        if answer is None:
+            try:
+                text = json.dumps(query.compute(self._index), allow_nan=False)
+            except ValueError as exc:
+                raise ArithmeticError("the answer holds a number JSON cannot represent"
+                                      " (infinite or not a number)") from exc
+            answer = self._answers.setdefault(query, text.encode("utf-8"))
+        return answer
+
+    def _mark_started(self, slot: int, number: int) -> None:
+        worker = threading.current_thread().name
+        with self._mutex:
+            self._table.status[slot] = RUNNING
+            self._table.started[slot] = time.time()
+            self._table.workers[slot] = self._worker_index.get(worker, 0)
+            self._publish("job_started", job_id=f"job_id_{number}", worker=worker,
+                          queued=self._pool.queued())
+
+    def _finish(self, slot: int, number: int, status: int, reason: Optional[str]) -> None:
+        expired = 0
+        table = self._table
+        with self._mutex:
+            table.status[slot] = status
+            table.finished[slot] = time.time()
+            if reason is not None:
+                table.reasons[slot] = reason
+            self._unfinished -= 1
+            waiter = self._waiters.get(slot)
+            if waiter is not None:
+                waiter[0].notify_all()
+            while self._first_open < len(table) and table.status[self._first_open] not in (
+                    UNFINISHED):
+                self._first_open += 1
+            first_open = (table.numbers[self._first_open] if self._first_open < len(table)
+                          else self._next)
+            if status == DONE and self._keep_results is not None:
+                self._done_order.append(slot)
+                if len(self._done_order) > self._keep_results:
+                    oldest = self._done_order.popleft()
+                    table.status[oldest] = EXPIRED
+                    expired = table.numbers[oldest]
+            self._publish("job_finished", job_id=f"job_id_{number}",
+                          worker=threading.current_thread().name, status=STATUS_NAMES[status])
+        self._store.finished_below(first_open)
+        if expired:
+            self._store.remove_result(expired)
+
+    # -- answering --------------------------------------------------------------
 
     def result(self, job_id: str, wait: float = 0.0) -> JobResult:
         """The state of ``job_id``, after waiting up to ``wait`` seconds for
-        it to finish if it is running; raise UnknownJob if it was never issued."""
+        it to finish if it has not; raise UnknownJob if it was never issued."""
         number = job_number(job_id)
         with self._mutex:
-            if wait > 0 and self._status.get(number) == RUNNING:
-                self._job_finished.wait_for(lambda: self._status[number] != RUNNING, wait)
-            status = self._status.get(number)
-            reason = self._reasons.get(number)
-        if status is None:
-            raise UnknownJob(job_id)
+            slot = self._find(job_id, number)
+            if wait > 0 and self._table.status[slot] in UNFINISHED:
+                self._wait_for(slot, wait)
+            status = self._table.status[slot]
+            reason = self._table.reasons.get(slot)
         if status == DONE:
             try:
-                return JobResult(DONE, data_json=self._store.read_result(number))
+                return JobResult("done", data_json=self._store.read_result(number))
             except OSError as exc:
-                return JobResult(ERROR, reason=f"result file unreadable: {exc}")
-        return JobResult(status, reason=reason)
+                return JobResult("error", reason=f"result file unreadable: "
+                                                 f"{exc.strerror or exc}")
+        if status == EXPIRED:
+            reason = f"result deleted: only the last {self._keep_results} are kept"
+        return JobResult(COURSE_NAMES[status], reason=reason)
 
-    def statuses(self) -> List[Tuple[str, str]]:
-        """(job id, status) of every job, in id order."""
+    def _find(self, job_id: str, number: int) -> int:
+        slot = self._table.find(number)
+        if slot is None:
+            raise UnknownJob(job_id)
+        return slot
+
+    def _wait_for(self, slot: int, timeout: float) -> None:
+        """Wait until job ``slot`` finishes or ``timeout`` passes, on a
+        Condition of its own.  Hold ``_mutex``."""
+        waiter = self._waiters.get(slot)
+        if waiter is None:
+            waiter = self._waiters[slot] = [threading.Condition(self._mutex), 0]
+        waiter[1] += 1
+        try:
+            waiter[0].wait_for(lambda: self._table.status[slot] not in UNFINISHED, timeout)
+        finally:
+            waiter[1] -= 1
+            if not waiter[1]:
+                del self._waiters[slot]
+
+    def job_list(self, since: int = 0, limit: Optional[int] = None) -> Iterator[bytes]:
+        """``{"status": "done", "data": [{"job_id_N": status}, ...]}`` in id
+        order, for the jobs above ``since`` (at most ``limit`` of them), in
+        pieces: the answer is never built whole, and the mutex is taken once
+        per piece, never while a piece is sent."""
+        table = self._table
         with self._mutex:
-            items = list(self._status.items())
-        return [(f"job_id_{number}", status) for number, status in items]
+            start = bisect.bisect_right(table.numbers, since)
+            end = len(table) if limit is None else min(len(table), start + limit)
+        yield b'{"status": "done", "data": ['
+        for low in range(start, end, LIST_CHUNK):
+            high = min(end, low + LIST_CHUNK)
+            with self._mutex:
+                numbers, statuses = table.numbers[low:high], table.status[low:high]
+            piece = b", ".join(b'{"job_id_%d": "%s"}' % (number, _COURSE_BYTES[status])
+                               for number, status in zip(numbers, statuses))
+            yield piece if low == start else b", " + piece
+        yield b"]}"
+
+    def record(self, job_id: str) -> Dict[str, Any]:
+        """Job ``job_id``'s record (API.md: ``/api/jobs/job_id_N``)."""
+        number = job_number(job_id)
+        table = self._table
+        with self._mutex:
+            slot = self._find(job_id, number)
+            status, query = table.status[slot], table.queries[slot]
+            times = table.accepted[slot], table.started[slot], table.finished[slot]
+            worker, ticket = table.workers[slot], table.tickets[slot]
+            reason = table.reasons.get(slot)
+        position = ticket - self._pool.taken() if status == QUEUED else None
+        if status == EXPIRED:
+            reason = f"result deleted: only the last {self._keep_results} are kept"
+        return {
+            "job_id": job_id,
+            "statistic": query.name if query else None,
+            "question": query.question if query else None,
+            "state": query.state if query else None,
+            "status": STATUS_NAMES[status],
+            "accepted_at": utc_iso(times[0]), "started_at": utc_iso(times[1]),
+            "finished_at": utc_iso(times[2]),
+            "worker": self._pool.worker_names[worker - 1] if worker else None,
+            "queue_position": position if position is None else max(1, position),
+            "reason": reason,
+        }
 
     def num_jobs(self) -> int:
-        """Jobs accepted and not yet finished."""
-        with self._mutex:
-            return self._running
+        """Jobs accepted and not yet finished.  No lock: reading an int is
+        atomic, and the value was true at some moment anyway."""
+        return self._unfinished
+
+    def questions(self) -> Dict[str, List[str]]:
+        """Each question of the data and the states it has rows for, sorted."""
+        return {question: sorted(means.state_means)
+                for question, means in sorted(self._index.questions.items())}
+
+    @property
+    def events(self) -> Any:
+        """The event bus this manager and its pool publish to (or None)."""
+        return self._events
+
+    def pool_snapshot(self) -> Dict[str, Any]:
+        """The pool's snapshot (see ThreadPool.snapshot), with the teaching
+        settings the live page shows."""
+        snapshot = self._pool.snapshot()
+        snapshot["slow_motion_ms"] = self.slow_motion_ms
+        snapshot["variant"] = self._pool.variant
+        return snapshot
+
+    # -- stopping ---------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Accept no more jobs and let the pool drain the accepted ones;
-        raise AlreadyShuttingDown the second time.  Returns at once."""
-        with self._mutex:
-            if not self._accepting:
-                raise AlreadyShuttingDown("Server is already shutting down")
-            self._accepting = False
-            self._pool.shutdown()
+        """Accept no more jobs and let the pool drain the accepted ones.
+        Idempotent; returns at once."""
+        self._pool.shutdown()
 
     def drain(self, timeout: Optional[float] = None) -> bool:
         """Wait until every accepted job has finished; False on timeout."""
         return self._pool.join(timeout)
 
+    def close(self) -> None:
+        """Close the journal and give up the results directory (after ``drain``)."""
+        self._store.close()
+
+    # -- start-up ---------------------------------------------------------------
+
+    def _enter_recovered(self, recovered: Recovered) -> None:
+        pending = {job.number: job for job in recovered.pending}
+        numbers = sorted({*recovered.finished, *recovered.failed, *pending})
+        with self._mutex:
+            for number in numbers:
+                if number in pending:
+                    self._resume(pending[number])
+                elif number in recovered.failed:
+                    slot = self._table.add(number, ERROR)
+                    self._table.reasons[slot] = recovered.failed[number]
+                else:
+                    self._table.add(number, DONE)
+            self._first_open = 0
+            while self._first_open < len(self._table) and (
+                    self._table.status[self._first_open] not in UNFINISHED):
+                self._first_open += 1
+        if pending:
+            log.info("%d job(s) accepted by an earlier run queued again", len(pending))
+
     def _resume(self, job: AcceptedJob) -> None:
+        """Queue a job an earlier run accepted.  Hold ``_mutex``."""
+        body = {"question": job.question}
+        if job.state is not None:
+            body["state"] = job.state
         try:
-            query = prepare(self._index, job.endpoint, job.body)
+            query = self._shared(prepare(self._index, job.statistic, body))
         except (QueryError, KeyError) as exc:   # the data changed since it was accepted
-            with self._mutex:
-                self._status[job.number] = ERROR
-                self._reasons[job.number] = f"cannot run again on this data: {exc}"
+            slot = self._table.add(job.number, ERROR)
+            self._table.reasons[slot] = f"cannot run again on this data: {exc}"
             return
-        with self._mutex:
-            self._queue(job.number, query)
+        self._queue(job.number, query)
 
-    def _queue(self, number: int, query: Query) -> None:
-        """Mark job ``number`` running and give it to the pool.  Hold _mutex."""
-        self._status[number] = RUNNING
-        self._running += 1
-        self._pool.submit(lambda: self._run(number, query))
+    def _start_note(self, recovered: Recovered) -> Optional[str]:
+        """One line when the results directory holds jobs from another data file."""
+        jobs = len(self._table)
+        earlier = recovered.earlier_data
+        if not jobs or not earlier or earlier == self._index.source:
+            return None
+        return (f"{self._store.directory} holds {jobs} jobs from {earlier};"
+                f" numbering continues at {self._next}")
 
-    def _answer(self, query: Query) -> bytes:
-        answer = self._answers.get(query)
-        if answer is None:
-            answer = json.dumps(query.compute(self._index)).encode("utf-8")
-            answer = self._answers.setdefault(query, answer)
-        return answer
-
-    def _run(self, number: int, query: Query) -> None:
-        try:
-            self._store.write_result(number, self._answer(query))
-        except Exception as exc:   # pylint: disable=broad-except
-            log.exception("job_id_%d failed", number)
-            self._finish(number, ERROR, f"job failed: {type(exc).__name__}: {exc}")
-        else:
-            self._finish(number, DONE)
-
-    def _finish(self, number: int, status: str, reason: Optional[str] = None) -> None:
-        with self._mutex:
-            self._status[number] = status
-            if reason is not None:
-                self._reasons[number] = reason
-            self._running -= 1
-            self._job_finished.notify_all()
+    def _publish(self, kind: str, **fields: Any) -> None:
+        events = self._events
+        if events is not None and events.listening:
+            fields["t"] = time.time()
+            events.publish(kind, fields)

@@ -4,93 +4,188 @@ This is the pool a student would write after reading CPython's
 ``Lib/queue.py``: one lock guards all shared state, and each Condition made
 on that lock stands for one thing a thread can wait for.  Every wait sits in
 ``while not predicate: wait()``, because a Condition may wake a thread that
-then finds the predicate false again (another thread got there first, or the
-wake-up was spurious); the loop re-checks under the lock before going on.
+then finds the predicate false again (another thread got there first); the
+loop re-checks under the lock before going on.
+
+The pool also counts what it does (tasks, notifications, waits, wake-ups,
+wake-ups that found nothing to do) and knows what each worker is doing, all
+under the mutex it holds anyway, so that ``snapshot`` can show a student the
+synchronization at work and check the invariants below on a live pool.
 """
 
 import logging
 import threading
+import time
 from collections import deque
-from typing import Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
 Task = Callable[[], None]
+
+# Worker states, as snapshot() and the live page name them.
+WAITING = "waiting"
+RUNNING = "running"
+EXITED = "exited"
+
+QUEUE_SHOWN = 100   # how many queued labels a snapshot lists
 
 
 class PoolClosed(RuntimeError):
     """``submit`` was called after ``shutdown``: the task was not accepted."""
 
 
+class PoolFull(RuntimeError):
+    """``submit`` found ``max_queued`` tasks waiting: the task was not accepted."""
+
+
+class _Silent:   # pylint: disable=too-few-public-methods
+    """The events sink of a pool nobody watches: never listening."""
+
+    listening = False
+
+    @staticmethod
+    def publish(kind: str, fields: Dict[str, Any]) -> None:
+        """Never called while ``listening`` is False."""
+
+
+class _Worker:   # pylint: disable=too-few-public-methods
+    """What one worker thread is doing; changed only under the pool's mutex."""
+
+    __slots__ = ("name", "state", "label", "since")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.state = WAITING   # until it first takes the mutex
+        self.label: Any = None
+        self.since = time.time()
+
+
 class ThreadPool:
     """Runs submitted tasks on ``size`` threads created once, in ``__init__``.
 
-    Invariants, true whenever ``_mutex`` is free:
+    Invariants, true whenever ``_mutex`` is free (``snapshot`` evaluates each):
 
-    * ``_unfinished == len(_tasks) + (number of tasks being run)``: a task
-      counts from the moment ``submit`` accepts it until it has returned.
-    * once ``_closed`` is True it stays True, and ``_tasks`` only shrinks:
-      nothing is accepted after ``shutdown``, and everything accepted before
-      it is still run (a drain, not a cancel).
-    * a worker thread exits only when ``_closed`` and ``_tasks`` is empty, so
-      the last queued task always has a thread to run it.
+    1. ``_unfinished == len(_tasks) + (workers running a task)``: a task counts
+       from the moment ``submit`` accepts it until it has returned.
+    2. A worker exits only when ``_closed`` and ``_tasks`` is empty, so the
+       last queued task always has a thread to run it.
+    3. No wake-up is lost: while a worker sleeps on ``_task_ready`` with no
+       notification on its way (``_idle > 0``), every queued task has a
+       notified worker coming for it (``len(_tasks) <= _woken``).
+    4. Once ``_closed`` is True it stays True and nothing more is accepted;
+       everything accepted before it still runs (a drain, not a cancel).
+    5. ``len(_tasks) <= max_queued``.
 
     No task runs while ``_mutex`` is held: a worker takes the mutex only to
-    pop a task and to count it finished.  A task that raises is logged and
-    counted as finished; its worker lives on, so the pool keeps its size.
+    take a task and to count it finished.  A task that raises anything, even
+    SystemExit, is logged and counted finished; its worker lives on, so the
+    pool keeps its size.
+
+    A full queue is refused (``PoolFull``), not waited on: the producers are
+    HTTP request threads, which must never block on the pool (a client could
+    hold them hostage), so nobody would wait on a "not full" Condition and
+    there is none.
+
+    ``events`` (optional) is told what happens: an object with a
+    ``listening`` flag and ``publish(kind, fields)``, which is called with
+    the mutex held and must not block (see ``lestats.watch.events``).  While
+    nobody listens, the pool only reads the flag.
     """
 
-    def __init__(self, size: int, name: str = "lestats-worker"):
+    def __init__(self, size: int, name: str = "lestats-worker",
+                 max_queued: Optional[int] = None, events: Any = None):
         if size < 1:
             raise ValueError("a pool needs at least one thread")
-        # Guards _tasks, _unfinished and _closed.  Held only for a few
-        # bytecodes at a time; never while a task runs.
+        self.max_queued = max_queued
+        self._events = events if events is not None else _Silent()
+        # Guards every attribute below, the _Worker records included.  Held
+        # only for a few bytecodes at a time; never while a task runs.
         self._mutex = threading.Lock()
-        # Notified when a task is added or the pool is closed: a worker
-        # waits on it while there is nothing to run.
+        # Notified when a task is added (notify) or the pool is closed
+        # (notify_all): idle workers wait on it.
         self._task_ready = threading.Condition(self._mutex)
-        # Notified when _unfinished drops to zero: join() waits on it.
+        # Notified (notify_all) when _unfinished drops to zero: join() waits on it.
         self._all_done = threading.Condition(self._mutex)
-        self._tasks: Deque[Task] = deque()
+        self._tasks: Deque[Tuple[Any, Task]] = deque()   # (label, task)
         self._unfinished = 0
         self._closed = False
+        self._idle = 0       # workers waiting on _task_ready, not yet notified
+        self._woken = 0      # workers notified, not yet back from wait()
+        self._counts: Dict[str, int] = dict.fromkeys(
+            ("submitted", "submitted_at_close", "waits", "wakeups", "empty_wakeups",
+             "notify task_ready", "notify all_done", "notify_all task_ready",
+             "notify_all all_done"), 0)
+        self._workers = [_Worker(f"{name}-{i}") for i in range(1, size + 1)]
         self._threads: List[threading.Thread] = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(1, size + 1)
-        ]
+            threading.Thread(target=self._work, args=(worker,), name=worker.name, daemon=True)
+            for worker in self._workers]
         for thread in self._threads:
             thread.start()
+
+    # The bug lab's deliberately broken pools name themselves here.
+    variant: Optional[str] = None
 
     @property
     def size(self) -> int:
         """The number of worker threads (fixed at creation)."""
         return len(self._threads)
 
-    def submit(self, task: Task) -> None:
-        """Queue ``task`` to run on a worker; raise PoolClosed after shutdown."""
+    @property
+    def worker_names(self) -> List[str]:
+        """The worker threads' names, in order."""
+        return [worker.name for worker in self._workers]
+
+    def submit(self, task: Task, label: Any = None) -> int:
+        """Queue ``task`` to run on a worker and return its ticket: 1 for
+        the first task submitted, 2 for the next...  Raise PoolClosed after
+        shutdown and PoolFull when ``max_queued`` tasks are waiting.
+        ``label`` names the task in snapshots (a job id, say)."""
         with self._mutex:
             if self._closed:
                 raise PoolClosed("the pool is shut down")
-            self._tasks.append(task)
+            if self.max_queued is not None and len(self._tasks) >= self.max_queued:
+                raise PoolFull(f"{len(self._tasks)} tasks are queued already")
+            self._tasks.append((label, task))
             self._unfinished += 1
-            self._task_ready.notify()
+            self._counts["submitted"] += 1
+            self._notify(self._task_ready)
+            return self._counts["submitted"]
 
     def unfinished(self) -> int:
         """Tasks accepted and not yet finished (queued or running)."""
         with self._mutex:
             return self._unfinished
 
+    def queued(self) -> int:
+        """Tasks waiting in the queue.  No lock: ``len`` of a deque is atomic,
+        and a caller gets a value that was true at some moment anyway."""
+        return len(self._tasks)
+
+    def taken(self) -> int:
+        """How many tasks workers have taken from the queue so far; a task
+        with ticket T is T - taken() places from the front while queued."""
+        with self._mutex:
+            return self._counts["submitted"] - len(self._tasks)
+
     def shutdown(self) -> None:
         """Accept no more tasks; the queued ones still run.  Idempotent,
         returns at once: call ``join`` to wait for the drain."""
         with self._mutex:
-            self._closed = True
+            if not self._closed:
+                self._closed = True
+                self._counts["submitted_at_close"] = self._counts["submitted"]
+                self._publish("shutdown")
+                if self._unfinished == 0:
+                    self._publish("drain_done")
             # Every idle worker must wake, see _closed and decide to exit.
-            self._task_ready.notify_all()
+            self._notify(self._task_ready, every=True)
 
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait until every accepted task has finished; after ``shutdown``
-        also wait for the worker threads to exit.  Return False on timeout."""
+        also wait for the worker threads to exit.  Return False if that takes
+        longer than ``timeout`` seconds (None: wait as long as it takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._all_done:
             # wait_for is the `while not predicate: wait()` loop, with a deadline.
             if not self._all_done.wait_for(lambda: self._unfinished == 0, timeout):
@@ -98,22 +193,134 @@ class ThreadPool:
             closed = self._closed
         if closed:
             for thread in self._threads:
-                thread.join()   # quick: the queue is empty and closed
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return False
         return True
 
-    def _work(self) -> None:
-        while True:
-            with self._task_ready:
-                while not self._tasks and not self._closed:
-                    self._task_ready.wait()
-                if not self._tasks:   # closed and drained: this thread is done
-                    return
-                task = self._tasks.popleft()
+    def snapshot(self) -> Dict[str, Any]:
+        """What the pool is doing now, as JSON-ready data: its workers, queue,
+        counters, and each invariant of the class docstring checked on it."""
+        with self._mutex:
+            workers = [{"name": w.name, "state": w.state,
+                        "condition": "task_ready" if w.state == WAITING else None,
+                        "job_id": w.label if w.state == RUNNING else None,
+                        "since": w.since} for w in self._workers]
+            queue = [label for label, _ in _first(self._tasks, QUEUE_SHOWN)]
+            queued, unfinished, closed = len(self._tasks), self._unfinished, self._closed
+            idle, woken = self._idle, self._woken
+            counts = dict(self._counts)
+        running = sum(w["state"] == RUNNING for w in workers)
+        exited = sum(w["state"] == EXITED for w in workers)
+        invariants = {
+            "unfinished == queued + running": unfinished == queued + running,
+            "a worker exits only when the pool is closed and the queue is empty":
+                exited == 0 or (closed and queued == 0),
+            "no lost wake-up: no task waits while a worker sleeps un-notified":
+                idle == 0 or queued <= woken,
+            "nothing is accepted after shutdown":
+                not closed or counts["submitted"] == counts["submitted_at_close"],
+            "the queue holds at most max_queued tasks":
+                self.max_queued is None or queued <= self.max_queued,
+        }
+        return {
+            "size": len(workers), "workers": workers, "queued": queued, "queue": queue,
+            "unfinished": unfinished, "closed": closed,
+            "counters": {
+                "submitted": counts["submitted"],
+                "notify": {"task_ready": counts["notify task_ready"],
+                           "all_done": counts["notify all_done"]},
+                "notify_all": {"task_ready": counts["notify_all task_ready"],
+                               "all_done": counts["notify_all all_done"]},
+                "waits": counts["waits"], "wakeups": counts["wakeups"],
+                "empty_wakeups": counts["empty_wakeups"],
+            },
+            "invariants": invariants,
+        }
+
+    # -- the workers ----------------------------------------------------------
+
+    def _work(self, me: _Worker) -> None:
+        # The mutex is taken once per task: to count the last one finished and
+        # to take the next, so a worker goes from one task to the next (or to
+        # waiting) in one step that no snapshot can see half done.
+        with self._mutex:
+            task = self._next_task(me)
+        while task is not None:
             try:
                 task()
-            except Exception:   # pylint: disable=broad-except
+            except BaseException:   # pylint: disable=broad-except
+                # Anything, even SystemExit: the worker must outlive its task.
                 log.exception("a task raised; the worker goes on")
             with self._mutex:
-                self._unfinished -= 1
-                if self._unfinished == 0:
-                    self._all_done.notify_all()
+                self._task_done()
+                task = self._next_task(me)
+
+    def _next_task(self, me: _Worker) -> Optional[Task]:
+        """Wait for a task and take it, or return None once the pool is
+        closed and drained (the worker then exits).  Hold ``_mutex``."""
+        while not self._tasks and not self._closed:
+            self._set_state(me, WAITING)
+            self._idle += 1
+            self._counts["waits"] += 1
+            self._publish("worker_wait", worker=me.name, condition="task_ready")
+            self._task_ready.wait()
+            self._woken -= 1   # whoever notified counted this wake-up as on its way
+            self._counts["wakeups"] += 1
+            empty = not self._tasks and not self._closed
+            if empty:          # another worker took the task first: wait again
+                self._counts["empty_wakeups"] += 1
+            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+        if not self._tasks:    # closed and drained: this thread is done
+            self._set_state(me, EXITED)
+            self._publish("worker_exit", worker=me.name)
+            return None
+        label, task = self._tasks.popleft()
+        self._set_state(me, RUNNING, label)
+        return task
+
+    def _task_done(self) -> None:
+        """Count a task finished.  Hold ``_mutex``."""
+        self._unfinished -= 1
+        if self._unfinished == 0:
+            self._notify(self._all_done, every=True)
+            if self._closed:
+                self._publish("drain_done")
+
+    # -- bookkeeping, all under _mutex ------------------------------------------
+
+    def _set_state(self, worker: _Worker, state: str, label: Any = None) -> None:
+        worker.state, worker.label, worker.since = state, label, time.time()
+
+    def _notify(self, condition: threading.Condition, every: bool = False) -> None:
+        """``notify()`` (or ``notify_all()``) ``condition``, counted.  Hold ``_mutex``."""
+        name = "task_ready" if condition is self._task_ready else "all_done"
+        if every:
+            condition.notify_all()
+            self._counts[f"notify_all {name}"] += 1
+        else:
+            condition.notify()
+            self._counts[f"notify {name}"] += 1
+        if condition is self._task_ready:
+            woken = self._idle if every else min(self._idle, 1)
+            self._idle -= woken
+            self._woken += woken
+        if self._events.listening:
+            self._publish("notify", condition=name, all=every,
+                          by=threading.current_thread().name)
+
+    def _publish(self, kind: str, **fields: Any) -> None:
+        events = self._events
+        if events.listening:
+            fields["t"] = time.time()
+            events.publish(kind, fields)
+
+
+def _first(items: Deque[Tuple[Any, Task]], count: int) -> List[Tuple[Any, Task]]:
+    """The first ``count`` items of a deque, without copying the rest."""
+    shown = []
+    for item in items:
+        if len(shown) == count:
+            break
+        shown.append(item)
+    return shown

@@ -6,14 +6,16 @@ and returns a ``Reply``, or raises ``ApiError`` for a row of API.md's error
 table.  How requests are read and answers written is ``webserver``'s job.
 """
 
-import html
 import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .jobs import AlreadyShuttingDown, JobManager, ShuttingDown, UnknownJob
+from .jobs import JobManager, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
+from .storage import DiskFull
+from .watch import live_page
+from .watch.events import sse_stream
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,14 @@ def post_statistic(name: str) -> Handler:
         except QueryError as exc:
             raise ApiError(400, str(exc)) from exc
         except ShuttingDown as exc:
-            raise ApiError(503, "Server is shutting down") from exc
+            raise ApiError(503, "shutting down") from exc
+        except QueueFull as exc:
+            raise ApiError(503, str(exc), headers=[("Retry-After", "1")]) from exc
+        except DiskFull as exc:
+            raise ApiError(507, f"not enough free disk space to record the job: "
+                                f"{exc.strerror}") from exc
         except OSError as exc:   # the journal could not be written: no id is given out
-            log.exception("cannot record a %s job", name)
+            log.error("cannot record a %s job: %s", name, exc)
             raise ApiError(500, f"cannot record the job: {exc.strerror or exc}") from exc
         return Reply(200, {"job_id": job_id}, job_id=job_id)
     return handle
@@ -132,13 +139,33 @@ def get_results(jobs: JobManager, request: Request) -> Reply:
         return Reply(200, body, job_id=request.param)
     if result.status == "error":
         raise ApiError(500, result.reason or "job failed")
+    if result.status == "expired":
+        raise ApiError(410, result.reason or "result deleted")
     return Reply(200, {"status": result.status}, job_id=request.param)
 
 
-def get_jobs(jobs: JobManager, _request: Request) -> Reply:
-    """``GET /api/jobs``."""
-    data = [{job_id: status} for job_id, status in jobs.statuses()]
-    return Reply(200, {"status": "done", "data": data})
+def _count_parameter(request: Request, name: str) -> Optional[int]:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(400, f"{name} must be a whole number, not {text[:40]!r}")
+    return int(text)
+
+
+def get_jobs(jobs: JobManager, request: Request) -> Reply:
+    """``GET /api/jobs[?since=N&limit=M]``, streamed in pieces."""
+    since = _count_parameter(request, "since") or 0
+    limit = _count_parameter(request, "limit")
+    return Reply(200, chunks=jobs.job_list(since, limit))
+
+
+def get_job_record(jobs: JobManager, request: Request) -> Reply:
+    """``GET /api/jobs/<job_id>``."""
+    try:
+        return Reply(200, jobs.record(request.param), job_id=request.param)
+    except UnknownJob as exc:
+        raise ApiError(404, "Invalid job_id") from exc
 
 
 def get_num_jobs(jobs: JobManager, _request: Request) -> Reply:
@@ -147,25 +174,37 @@ def get_num_jobs(jobs: JobManager, _request: Request) -> Reply:
 
 
 def graceful_shutdown(jobs: JobManager, _request: Request) -> Reply:
-    """``GET /api/graceful_shutdown``."""
-    try:
-        jobs.shutdown()
-    except AlreadyShuttingDown as exc:
-        raise ApiError(409, "Server is already shutting down") from exc
-    return Reply(200, {"status": "shutting down"})
+    """``GET /api/graceful_shutdown``: starts the drain the first time;
+    every call says whether jobs remain."""
+    jobs.shutdown()
+    return Reply(200, {"status": "running" if jobs.num_jobs() else "done"})
 
 
-def index_page(_jobs: JobManager, _request: Request) -> Reply:
-    """``GET /``: the endpoints, as an HTML page."""
-    items = "\n".join(
-        f"<li><code>{route.method} {html.escape(route.path)}</code>: "
-        f"{html.escape(route.summary)}</li>"
-        for route in ROUTES)
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lestats</title>"
-            "</head>\n<body><h1>lestats</h1>\n<p>Statistics of the Nutrition, Physical"
-            " Activity, and Obesity survey. POST a question, poll for the result.</p>\n"
-            f"<ul>\n{items}\n</ul></body></html>\n")
-    return Reply(200, page.encode("utf-8"), content_type="text/html; charset=utf-8")
+def get_questions(jobs: JobManager, _request: Request) -> Reply:
+    """``GET /api/questions``."""
+    return Reply(200, {"questions": jobs.questions()})
+
+
+def get_pool(jobs: JobManager, _request: Request) -> Reply:
+    """``GET /api/pool``."""
+    return Reply(200, jobs.pool_snapshot())
+
+
+def get_events(jobs: JobManager, _request: Request) -> Reply:
+    """``GET /api/events``: Server-Sent Events until the server stops."""
+    if jobs.events is None:
+        raise ApiError(404, "Not found: this server publishes no events")
+    return Reply(200, content_type="text/event-stream",
+                 headers=[("Cache-Control", "no-store")],
+                 chunks=sse_stream(jobs.events.subscribe()))
+
+
+def live_page_handler(page: bytes) -> Handler:
+    """``GET /``: the live page of the pool at work."""
+    def handle(_jobs: JobManager, _request: Request) -> Reply:
+        return Reply(200, page, content_type="text/html; charset=utf-8",
+                     headers=[("Cache-Control", "no-store")])
+    return handle
 
 
 @dataclass(frozen=True)
@@ -212,10 +251,14 @@ ROUTES: Tuple[Route, ...] = tuple(
     Route("GET", "/api/get_results/" + JOB_ID_PARAM, get_results,
           "a job's status, and its result when done"),
     Route("GET", "/api/jobs", get_jobs, "every job and its status, in id order"),
+    Route("GET", "/api/jobs/" + JOB_ID_PARAM, get_job_record, "a job's record"),
     Route("GET", "/api/num_jobs", get_num_jobs, "jobs accepted and not yet finished"),
     Route("GET", "/api/graceful_shutdown", graceful_shutdown,
           "accept no more jobs; finish the accepted ones"),
-    Route("GET", "/", index_page, "this page"),
+    Route("GET", "/api/questions", get_questions, "the questions and the states each has"),
+    Route("GET", "/api/pool", get_pool, "what the thread pool is doing"),
+    Route("GET", "/api/events", get_events, "the pool's events, as Server-Sent Events"),
+    Route("GET", "/", live_page_handler(live_page()), "the live page of the pool"),
 )
 
 

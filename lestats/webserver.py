@@ -16,6 +16,7 @@ import socket
 import socketserver
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Optional, Tuple
 
@@ -100,7 +101,10 @@ class RequestHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
-        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        path, _, query = self.path.split("#", 1)[0].partition("?")
+        parameters = {}
+        for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            parameters.setdefault(name, value)
         body = b""
         try:
             try:
@@ -113,7 +117,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             finally:
                 log.info("%s %s begin%s", self.command, _clip(self.path),
                          f" body={_clip(repr(body))}" if body else "")
-            reply = route.handler(self.server.jobs, Request(param=param, body=body))
+            request = Request(param=param, body=body, query=parameters)
+            reply = route.handler(self.server.jobs, request)
         except ApiError as exc:
             log.info("%s %s end %d: %s", self.command, _clip(path), exc.status, exc.reason)
             if exc.close:
@@ -127,10 +132,34 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send_error_json(500, "Internal server error")
         else:
             log.info("%s %s end %d %s", self.command, path, reply.status, reply.job_id)
+            if reply.chunks is not None:
+                self._stream(reply)
+                return
             payload = reply.payload
             if not isinstance(payload, bytes):
-                payload = json.dumps(payload).encode("utf-8")
-            self._send(reply.status, payload, reply.content_type)
+                payload = json.dumps(payload, allow_nan=False).encode("utf-8")
+            self._send(reply.status, payload, reply.content_type, reply.headers)
+
+    def _stream(self, reply) -> None:
+        """Send ``reply.chunks`` with chunked transfer coding (a stopgap:
+        the bounded version is being written)."""
+        chunks = iter(reply.chunks)
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            for chunk in chunks:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -273,6 +302,9 @@ class StatsServer(HTTPServer):
         self._stop_requested.set()
         self._wake_writer.send(b"x")
         self._stopped.wait()
+
+    def close_connections(self, timeout: float) -> None:
+        """Let the requests in flight be answered, at most ``timeout`` seconds."""
 
     def server_close(self) -> None:
         super().server_close()

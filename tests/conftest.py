@@ -17,6 +17,7 @@ from lestats.tools.demo import HEADER
 from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
 from lestats.storage import JobStore
+from lestats.watch.events import EventBus
 from lestats.webserver import StatsServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,10 +94,11 @@ class LiveServer:
     """A StatsServer serving in a background thread on 127.0.0.1:<ephemeral>."""
 
     def __init__(self, index, results_dir, workers=2, client_timeout=5.0, pool=None,
-                 max_connections=1000):
-        self.pool = pool or ThreadPool(workers)
+                 max_connections=1000, **job_options):
+        self.events = EventBus()
+        self.pool = pool or ThreadPool(workers, events=self.events)
         self.store = JobStore(results_dir)
-        self.jobs = JobManager(index, self.pool, self.store)
+        self.jobs = JobManager(index, self.pool, self.store, events=self.events, **job_options)
         self.server = StatsServer(("127.0.0.1", 0), self.jobs, client_timeout, max_connections)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -134,11 +136,13 @@ class LiveServer:
             time.sleep(0.01)
 
     def close(self):
-        """Stop serving and stop the pool."""
+        """Stop serving, stop the pool and give up the results directory."""
         self.server.shutdown()
+        self.events.close()
         self.server.server_close()
         self.pool.shutdown()
         self.pool.join(timeout=10)
+        self.jobs.close()
 
 
 @pytest.fixture

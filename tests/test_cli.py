@@ -1,5 +1,7 @@
-"""The command line: options, one-line start-up errors with status 2, and a
-real process that drains its jobs on SIGTERM/SIGINT and exits 0."""
+"""The command line: options and their one-line errors (status 2), the
+one owner of a results directory, and a real process that drains on
+SIGTERM/SIGINT, stops at once on a second signal or at the drain timeout,
+and never loses a signal."""
 
 import json
 import os
@@ -16,33 +18,71 @@ from pathlib import Path
 import pytest
 
 from lestats import cli
-from lestats.cli import StartError, build_server, main, worker_count
+from lestats.cli import StartError, main, parse_args, worker_count
 from lestats.tools.soak import ServerProcess, call
 
-from conftest import OBESITY, REPO, TINY_ROWS, cli_args, write_csv
+from conftest import OBESITY, REPO, TINY_ROWS, write_csv
+from interleave import TIMEOUT
 
 
 def test_workers_come_from_the_option_then_the_environment_then_the_cpus():
     assert worker_count(3, {"TP_NUM_OF_THREADS": "5"}) == 3
-    assert worker_count(None, {"TP_NUM_OF_THREADS": "5"}) == 5
+    assert worker_count(None, {"TP_NUM_OF_THREADS": " 5 "}) == 5
     assert worker_count(None, {}) >= 1
 
 
-@pytest.mark.parametrize("option, environ, message", [
-    (0, {}, "--workers must be at least 1, not 0"),
-    (None, {"TP_NUM_OF_THREADS": "many"}, "TP_NUM_OF_THREADS must be a whole number"),
-    (None, {"TP_NUM_OF_THREADS": "-2"}, "TP_NUM_OF_THREADS must be at least 1"),
+@pytest.mark.parametrize("environ, message", [
+    ({"TP_NUM_OF_THREADS": "many"}, "TP_NUM_OF_THREADS must be a whole number"),
+    ({"TP_NUM_OF_THREADS": "-2"}, "TP_NUM_OF_THREADS must be at least 1"),
+    ({"TP_NUM_OF_THREADS": "0"}, "TP_NUM_OF_THREADS must be at least 1"),
 ])
-def test_bad_worker_counts_are_refused(option, environ, message):
+def test_bad_worker_counts_are_refused(environ, message):
     with pytest.raises(StartError, match=message):
-        worker_count(option, environ)
+        worker_count(None, environ)
 
 
-def one_line_error(capsys):
+def one_line_error(capsys, prefix="lestats: error: "):
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("lestats: error: "), err
+    assert err.count("\n") == 1 and err.startswith(prefix), err
     assert "Traceback" not in err
     return err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--port", "99999", "must be from 0 to 65535"),
+    ("--port", "-1", "must be from 0 to 65535"),
+    ("--port", "http", "not a number"),
+    ("--client-timeout", "0", "must be more than 0"),
+    ("--client-timeout", "-3", "must be more than 0"),
+    ("--client-timeout", "nan", "must be more than 0"),
+    ("--max-connections", "0", "must be at least 1"),
+    ("--workers", "0", "must be at least 1"),
+    ("--max-queued", "0", "must be at least 1"),
+    ("--drain-timeout", "0", "must be more than 0"),
+    ("--slow-motion", "-5", "must be at least 0"),
+    ("--keep-results", "0", "must be at least 1"),
+])
+def test_an_option_out_of_range_is_one_line_and_status_2(capsys, option, value, message):
+    with pytest.raises(SystemExit) as stopped:
+        main([option, value])
+    assert stopped.value.code == 2
+    err = one_line_error(capsys, "lestats: error: ")
+    assert option in err and message in err
+
+
+def test_help_describes_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--host", "--port", "--data", "--results-dir", "--log-file", "--workers",
+                   "--fsync", "--client-timeout", "--max-connections", "--max-queued",
+                   "--min-free-mb", "--keep-results", "--drain-timeout", "--slow-motion",
+                   "--trace"):
+        assert option in text
+    for default in ("(default: 5000)", "(default: results)", "(default: webserver.log)",
+                    "(default: 30.0)", "(default: 1000)", "(default: 300.0)", "(default: 0.0)"):
+        assert default in text
 
 
 def test_a_missing_data_file_is_one_line_and_status_2(tmp_path, capsys):
@@ -76,50 +116,18 @@ def test_a_bad_worker_variable_is_one_line_and_status_2(tmp_path, capsys, tiny_c
     one_line_error(capsys)
 
 
-def test_an_unusable_results_directory_is_a_start_error(tmp_path, tiny_index):
+def test_an_unusable_results_directory_is_one_line_and_status_2(tmp_path, capsys, tiny_csv):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(StartError, match="results directory"):
-        build_server(tiny_index, cli_args(results_dir=str(blocker / "sub")), {})
-
-
-def test_main_serves_until_sigterm_then_drains_and_returns_0(tmp_path, tiny_csv, monkeypatch):
-    """main() in this process; a helper thread uses the server, then sends SIGTERM."""
-    built = threading.Event()
-    servers = []
-    real_build = cli.build_server
-
-    def build_and_tell(*args):
-        servers.append(real_build(*args))
-        built.set()
-        return servers[0]
-
-    def client():
-        assert built.wait(timeout=10)
-        # Answered only once serve_forever runs, i.e. after the handlers are installed.
-        url = f"http://127.0.0.1:{servers[0].server_port}/api/num_jobs"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            answers.append(json.loads(response.read()))
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    answers = []
-    monkeypatch.setattr(cli, "build_server", build_and_tell)
-    previous = signal.getsignal(signal.SIGINT)
-    helper = threading.Thread(target=client)
-    helper.start()
-    assert main(["--data", str(tiny_csv), "--port", "0", "--log-file",
-                 str(tmp_path / "w.log"), "--results-dir", str(tmp_path / "r")]) == 0
-    helper.join(timeout=10)
-    assert answers == [{"num_jobs": 0}]
-    assert signal.getsignal(signal.SIGINT) is previous   # handlers are put back
-    log = (tmp_path / "w.log").read_text()
-    assert "signal received: draining" in log and "SYNTHETIC" not in log
+    assert main(["--data", str(tiny_csv), "--log-file", str(tmp_path / "log"),
+                 "--results-dir", str(blocker / "sub"), "--port", "0"]) == 2
+    assert "results directory" in one_line_error(capsys)
 
 
 class Server(ServerProcess):
     """``python3 run.py`` as a child process, with a few client calls."""
 
-    def __init__(self, tmp_path, *args, python=(sys.executable,)):
+    def __init__(self, tmp_path, *args, python=(sys.executable,), results="results"):
         extra = list(args)
         data = tmp_path / "tiny.csv"
         if "--data" in extra:
@@ -128,7 +136,7 @@ class Server(ServerProcess):
         elif not data.exists():
             data = None
         self.log = tmp_path / "webserver.log"
-        self.results = tmp_path / "results"
+        self.results = tmp_path / results
         super().__init__(data, self.results, self.log, extra, python=python, cwd=tmp_path)
 
     def post(self, endpoint, body):
@@ -140,27 +148,122 @@ class Server(ServerProcess):
         return call(self.port, "GET", path)[1]
 
     def wait_done(self, job_id):
-        deadline = time.monotonic() + 10
+        """get_results waits up to 0.1 s for a running job: poll with it."""
+        deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             answer = self.get(f"/api/get_results/{job_id}")
             if answer["status"] != "running":
                 return answer
-            time.sleep(0.02)
         raise AssertionError(f"{job_id} still running")
 
 
+def test_a_second_server_on_a_directory_in_use_stops_and_touches_nothing(tmp_path):
+    write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+    first = Server(tmp_path)
+    try:
+        job_id = first.post("global_mean", {"question": OBESITY})["job_id"]
+        first.wait_done(job_id)
+        before = {p.name: p.read_bytes() for p in first.results.iterdir()}
+        second = subprocess.run(
+            [sys.executable, str(REPO / "run.py"), "--port", "0", "--data",
+             str(tmp_path / "tiny.csv"), "--results-dir", str(first.results),
+             "--log-file", str(tmp_path / "second.log")],
+            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert second.returncode == 2
+        assert second.stderr == (f"lestats: error: results directory {first.results} is in use"
+                                 f" by another lestats server (pid {first.pid})\n")
+        assert {p.name: p.read_bytes() for p in first.results.iterdir()} == before
+        assert first.post("global_mean", {"question": OBESITY})["job_id"] == "job_id_2"
+    finally:
+        assert first.stop() == 0
+
+
+def test_main_serves_until_sigterm_then_drains_and_returns_0(tmp_path, tiny_csv, monkeypatch):
+    """main() in this process; a helper thread uses the server, then sends
+    SIGTERM to a pool worker thread: the signal must still stop the server."""
+    built = threading.Event()
+    services = []
+    real_service = cli.Service
+
+    def service_and_tell(*args):
+        services.append(real_service(*args))
+        built.set()
+        return services[0]
+
+    answers = []
+
+    def client():
+        assert built.wait(timeout=TIMEOUT)
+        port = services[0].server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/num_jobs",
+                                    timeout=TIMEOUT) as response:
+            answers.append(json.loads(response.read()))
+        worker = next(t for t in threading.enumerate() if t.name == "lestats-worker-1")
+        signal.pthread_kill(worker.ident, signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "Service", service_and_tell)
+    previous = signal.getsignal(signal.SIGTERM)
+    helper = threading.Thread(target=client)
+    helper.start()
+    assert main(["--data", str(tiny_csv), "--port", "0", "--workers", "1", "--log-file",
+                 str(tmp_path / "w.log"), "--results-dir", str(tmp_path / "r")]) == 0
+    helper.join(timeout=TIMEOUT)
+    assert answers == [{"num_jobs": 0}]
+    assert signal.getsignal(signal.SIGTERM) is previous   # handlers are put back
+    log = (tmp_path / "w.log").read_text()
+    assert "signal SIGTERM received: draining" in log and "SYNTHETIC" not in log
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_drains_every_accepted_job_then_exits_0(tmp_path, checker_dir, signum):
-    server = Server(tmp_path, "--data", str(checker_dir / "nutrition_activity_obesity_usa_subset.csv"),
-                    "--workers", "1")
-    question = "Percent of adults aged 18 years and older who have obesity"
-    ids = [server.post("mean_by_category", {"question": question})["job_id"]
-           for _ in range(100)]
+def test_a_signal_drains_every_accepted_job_then_exits_0(tmp_path, signum):
+    write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+    server = Server(tmp_path, "--workers", "1", "--slow-motion", "5")
+    ids = [server.post("global_mean", {"question": OBESITY})["job_id"] for _ in range(40)]
     assert server.stop(signum) == 0
     written = sorted(int(p.stem.rsplit("_", 1)[1]) for p in server.results.glob("job_id_*.json"))
     assert written == list(range(1, len(ids) + 1))
     log = server.log.read_text()
-    assert "signal received: draining" in log and log.rstrip().endswith("stopped")
+    assert f"signal {signal.Signals(signum).name} received: draining" in log
+    assert log.rstrip().endswith("stopped")
+
+
+def queued_slow_jobs(tmp_path, count, *options):
+    """A server whose one worker takes 200 ms per job, with ``count`` jobs queued."""
+    write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+    server = Server(tmp_path, "--workers", "1", "--slow-motion", "200", *options)
+    for _ in range(count):
+        server.post("global_mean", {"question": OBESITY})
+    return server
+
+
+def left_for_the_next_start(tmp_path):
+    """How many of the 20 jobs had no result; a restart then runs them all."""
+    results = tmp_path / "results"
+    left = 20 - len(list(results.glob("job_id_*.json")))
+    again = Server(tmp_path)
+    assert again.stop() == 0   # drains what it queued again
+    assert len(list(results.glob("job_id_*.json"))) == 20
+    return left
+
+
+def test_a_second_signal_during_the_drain_stops_at_once(tmp_path):
+    server = queued_slow_jobs(tmp_path, 20)
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(signal.SIGINT)   # back to back
+    assert server.process.wait(timeout=TIMEOUT) == 0
+    server.process.stderr.close()
+    assert time.monotonic() - began < 3.0       # not the 4 s the drain would take
+    log = server.log.read_text()
+    assert "second signal SIGINT: stopping now" in log
+    assert 0 < left_for_the_next_start(tmp_path) <= 20
+
+
+def test_the_drain_timeout_ends_the_drain_and_the_rest_runs_at_next_start(tmp_path):
+    server = queued_slow_jobs(tmp_path, 20, "--drain-timeout", "0.5")
+    assert server.stop() == 0
+    assert "drain timeout after 0.5 s" in server.log.read_text()
+    assert 0 < left_for_the_next_start(tmp_path) < 20
 
 
 def test_the_log_has_utc_times_with_z_and_every_route_entry_and_exit(tmp_path):
@@ -187,8 +290,20 @@ def test_with_no_data_option_the_demo_is_used_and_labelled_synthetic(tmp_path):
     assert "SYNTHETIC demo data" in server.log.read_text()
 
 
-def test_python_m_lestats_is_the_same_program(tmp_path, tiny_csv):
+def test_slow_motion_is_said_at_start(tmp_path):
+    write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+    server = Server(tmp_path, "--slow-motion", "300")
+    line = server.process.stderr.readline()
+    assert server.stop() == 0
+    assert line == "lestats: slow motion: every job takes at least 300 ms (teaching)\n"
+
+
+def test_python_m_lestats_is_the_same_program_and_runs_the_tools(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lestats", "--data", str(tmp_path / "no.csv")],
                             cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and result.stderr.startswith("lestats: error:")
     assert "no.csv" in result.stderr
+    tool = subprocess.run([sys.executable, "-m", "lestats", "check", "--help"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert tool.returncode == 0 and tool.stdout.startswith("usage: python3 -m lestats check")
+    assert os.path.isfile(REPO / "lestats" / "tools" / "check.py")

@@ -2,14 +2,15 @@
 
 import http.client
 import json
+import re
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
 from lestats.pool import ThreadPool
 from lestats.statistics import STATISTICS
-from lestats.routes import ROUTES
 from lestats.webserver import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED
@@ -49,7 +50,7 @@ def test_a_statistic_is_a_job_whose_result_is_served(tiny_server, endpoint, body
 
 def test_results_are_also_files_in_the_results_directory(tiny_server):
     tiny_server.wait_result(tiny_server.submit("global_mean", {"question": OBESITY}))
-    assert json.loads(tiny_server.store.result_path(1).read_text()) == {"global_mean": 14.5}
+    assert json.loads(Path(tiny_server.store.result_path(1)).read_text()) == {"global_mean": 14.5}
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -144,29 +145,36 @@ def test_a_failed_job_is_500_and_error_in_jobs(tiny_server, monkeypatch):
     assert tiny_server.call("GET", "/api/jobs")[2]["data"] == [{"job_id_1": "error"}]
 
 
-def test_graceful_shutdown_drains_refuses_posts_and_keeps_gets(serve, tiny_index):
+def test_graceful_shutdown_says_running_then_done_refuses_posts_and_keeps_gets(
+        serve, tiny_index):
+    """The 2025 statement: every call answers 200, "running" while accepted
+    jobs remain, "done" once they have all finished."""
     gate = threading.Event()
     pool = ThreadPool(1)
     live = serve(tiny_index, pool=pool)
     pool.submit(gate.wait)
     job_id = live.submit("global_mean", {"question": OBESITY})
-    assert live.call("GET", "/api/graceful_shutdown")[:3:2] == (
-        200, {"status": "shutting down"})
+    assert live.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "running"})
     status, _, answer = live.call("POST", "/api/global_mean", {"question": OBESITY})
-    assert status == 503 and error_of(answer) == "Server is shutting down"
-    status, _, answer = live.call("GET", "/api/graceful_shutdown")
-    assert status == 409 and error_of(answer) == "Server is already shutting down"
+    assert status == 503 and error_of(answer) == "shutting down"
+    assert live.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "running"})
     assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 1}
     gate.set()
     status, answer = live.wait_result(job_id)
     assert status == 200 and answer["data"] == {"global_mean": 14.5}
     assert live.call("GET", "/api/jobs")[2]["data"] == [{"job_id_1": "done"}]
+    assert live.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "done"})
+    assert live.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "done"})
+
+
+def test_graceful_shutdown_with_nothing_to_do_is_done_at_once(tiny_server):
+    assert tiny_server.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "done"})
 
 
 # -- protocol errors --------------------------------------------------------
 
 def test_unknown_paths_are_404(tiny_server):
-    for path in ("/api/nope", "/api/jobs/", "/api", "/favicon.ico", "/api/get_results"):
+    for path in ("/api/nope", "/api", "/favicon.ico", "/api/get_results", "/api/pools"):
         status, _, answer = tiny_server.call("GET", path)
         assert status == 404 and error_of(answer) == "Not found", path
 
@@ -206,14 +214,12 @@ def test_a_body_of_exactly_64_kib_is_read(tiny_server):
     assert tiny_server.call("POST", "/api/states_mean", raw=body)[0] == 200
 
 
-def test_the_index_page_lists_every_route(tiny_server):
+def test_the_live_page_is_one_self_contained_html_file(tiny_server):
     status, response, page = tiny_server.call("GET", "/")
-    assert status == 200 and response.getheader("Content-Type").startswith("text/html")
-    text = page.decode()
-    for route in ROUTES:
-        assert f"{route.method} {route.path}" in text
-    for name in STATISTICS:
-        assert f"/api/{name}" in text
+    assert status == 200 and response.getheader("Content-Type") == "text/html; charset=utf-8"
+    text = page.decode("utf-8")
+    assert text.lstrip().lower().startswith("<!doctype html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text, re.I)
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(tiny_server):
@@ -244,3 +250,142 @@ def test_a_journal_that_cannot_be_written_is_500_and_the_server_goes_on(tiny_ser
     monkeypatch.undo()
     job_id = tiny_server.submit("global_mean", {"question": OBESITY})
     assert tiny_server.wait_result(job_id)[1]["data"] == {"global_mean": 14.5}
+
+
+# -- the routes added to the course's ---------------------------------------
+
+def test_jobs_pages_with_since_and_limit(tiny_server):
+    for _ in range(5):
+        tiny_server.submit("global_mean", {"question": OBESITY})
+    tiny_server.wait_result("job_id_5")
+    page = tiny_server.call("GET", "/api/jobs?since=1&limit=2")[2]
+    assert page == {"status": "done", "data": [{"job_id_2": "done"}, {"job_id_3": "done"}]}
+    assert tiny_server.call("GET", "/api/jobs?since=5")[2] == {"status": "done", "data": []}
+    assert tiny_server.call("GET", "/api/jobs?limit=0")[2] == {"status": "done", "data": []}
+    assert len(tiny_server.call("GET", "/api/jobs")[2]["data"]) == 5
+
+
+@pytest.mark.parametrize("query", ["since=-1", "limit=x", "since=1e3", "limit=" + "9" * 30])
+def test_bad_paging_parameters_are_400(tiny_server, query):
+    status, _, answer = tiny_server.call("GET", f"/api/jobs?{query}")
+    assert status == 400 and "must be a whole number" in error_of(answer)
+
+
+def test_a_job_record_follows_it_from_queued_to_done(serve, tiny_index):
+    gate = threading.Event()
+    pool = ThreadPool(1)
+    live = serve(tiny_index, pool=pool)
+    try:
+        pool.submit(gate.wait)   # hold the only worker
+        live.submit("state_mean", STATE_BODY)
+        live.submit("best5", {"question": MUSCLE})
+        record = live.call("GET", "/api/jobs/job_id_2")[2]
+        assert record == {
+            "job_id": "job_id_2", "statistic": "best5", "question": MUSCLE, "state": None,
+            "status": "queued", "accepted_at": record["accepted_at"], "started_at": None,
+            "finished_at": None, "worker": None, "queue_position": 2, "reason": None}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["accepted_at"])
+        assert live.call("GET", "/api/jobs/job_id_1")[2]["queue_position"] == 1
+        assert live.call("GET", "/api/get_results/job_id_2")[2] == {"status": "running"}
+    finally:
+        gate.set()
+    live.wait_result("job_id_2")
+    record = live.call("GET", "/api/jobs/job_id_2")[2]
+    assert record["status"] == "done" and record["queue_position"] is None
+    assert record["worker"] == "lestats-worker-1" and record["state"] is None
+    assert record["accepted_at"] <= record["started_at"] <= record["finished_at"]
+    first = live.call("GET", "/api/jobs/job_id_1")[2]
+    assert (first["statistic"], first["state"]) == ("state_mean", "Ohio")
+
+
+@pytest.mark.parametrize("job_id", ["job_id_9", "job_id_0", "x", "../jobs"])
+def test_an_unknown_job_record_is_404(tiny_server, job_id):
+    status, _, answer = tiny_server.call("GET", f"/api/jobs/{job_id}")
+    assert status == 404 and error_of(answer) == "Invalid job_id"
+
+
+def test_questions_lists_each_question_and_its_states(tiny_server):
+    assert tiny_server.call("GET", "/api/questions")[2] == {"questions": {
+        MUSCLE: ["Alabama", "Ohio"],
+        OBESITY: ["Alabama", "Alaska", "Ohio", "Utah"],
+        UNRANKED: ["Ohio"]}}
+
+
+def test_the_pool_snapshot_has_the_api_shape(tiny_server):
+    tiny_server.wait_result(tiny_server.submit("global_mean", {"question": OBESITY}))
+    snapshot = tiny_server.call("GET", "/api/pool")[2]
+    assert set(snapshot) == {"size", "workers", "queued", "queue", "unfinished", "closed",
+                             "counters", "invariants", "slow_motion_ms", "variant"}
+    assert snapshot["size"] == 2 and len(snapshot["workers"]) == 2
+    assert {w["state"] for w in snapshot["workers"]} <= {"waiting", "running"}
+    assert set(snapshot["counters"]) == {"submitted", "notify", "notify_all", "waits",
+                                         "wakeups", "empty_wakeups"}
+    assert snapshot["counters"]["submitted"] == 1
+    assert snapshot["invariants"] and all(snapshot["invariants"].values())
+    assert snapshot["variant"] is None and snapshot["slow_motion_ms"] == 0
+
+
+def test_events_stream_what_the_pool_does(tiny_server):
+    connection = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=5)
+    try:
+        connection.request("GET", "/api/events")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type") == "text/event-stream"
+        assert response.readline() == b"retry: 2000\n"
+        tiny_server.submit("global_mean", {"question": OBESITY})
+        kinds, data = [], {}
+        while "job_finished" not in data:
+            line = response.readline().decode()
+            if line.startswith("event: "):
+                kinds.append(line[7:].strip())
+            elif line.startswith("data: "):
+                data[kinds[-1]] = json.loads(line[6:])
+    finally:
+        connection.close()
+    assert kinds.index("job_accepted") < kinds.index("job_started") < kinds.index(
+        "job_finished")
+    assert "notify" in kinds and "worker_wake" in kinds
+    assert data["job_accepted"]["job_id"] == "job_id_1"
+    assert data["job_finished"]["status"] == "done"
+    assert all(isinstance(fields["t"], float) for fields in data.values())
+
+
+def test_a_full_queue_is_503_with_retry_after(serve, tiny_index):
+    gate = threading.Event()
+    pool = ThreadPool(1, max_queued=1)
+    live = serve(tiny_index, pool=pool)
+    try:
+        started = threading.Event()
+        pool.submit(lambda: (started.set(), gate.wait()))
+        assert started.wait(timeout=5)      # the worker holds it: the queue is empty
+        live.submit("global_mean", {"question": OBESITY})   # the queue is full now
+        status, response, answer = live.call("POST", "/api/global_mean", {"question": OBESITY})
+        assert status == 503 and "the queue is full" in error_of(answer)
+        assert response.getheader("Retry-After") == "1"
+        assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 1}
+    finally:
+        gate.set()
+    assert live.wait_result("job_id_1")[0] == 200
+    assert live.submit("global_mean", {"question": OBESITY}) == "job_id_2"
+
+
+def test_too_little_free_space_is_507_and_no_job(tiny_server, monkeypatch):
+    monkeypatch.setattr(tiny_server.store, "min_free_bytes", 1 << 60)
+    status, _, answer = tiny_server.call("POST", "/api/global_mean", {"question": OBESITY})
+    assert status == 507 and "MiB free" in error_of(answer) and "needed" in error_of(answer)
+    assert tiny_server.call("GET", "/api/jobs")[2] == {"status": "done", "data": []}
+    monkeypatch.undo()
+    assert tiny_server.submit("global_mean", {"question": OBESITY}) == "job_id_1"
+
+
+def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
+    live = serve(tiny_index, keep_results=2)
+    for _ in range(3):
+        live.wait_result(live.submit("global_mean", {"question": OBESITY}))
+    status, _, answer = live.call("GET", "/api/get_results/job_id_1")
+    assert status == 410 and "only the last 2 are kept" in error_of(answer)
+    assert not Path(live.store.result_path(1)).exists()
+    assert Path(live.store.result_path(3)).exists()
+    assert live.call("GET", "/api/jobs")[2]["data"] == [
+        {"job_id_1": "expired"}, {"job_id_2": "done"}, {"job_id_3": "done"}]

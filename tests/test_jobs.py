@@ -1,46 +1,85 @@
-"""Jobs: gap-free ids, statuses, atomic result files, restart numbering,
-failures, and submit racing shutdown (forced with Events)."""
+"""Jobs: gap-free ids, records, atomic result files, restart numbering,
+failures, waiting for a result, and the races around them (forced)."""
 
 import errno
 import json
 import threading
+import time
 
 import pytest
 
-from lestats.jobs import (DONE, ERROR, RUNNING, AlreadyShuttingDown, JobManager,
-                          ShuttingDown, UnknownJob, job_number)
-from lestats.storage import JobStore
+from lestats.jobs import (DONE, ERROR, QueueFull, ShuttingDown, UnknownJob, JobManager,
+                          job_number)
 from lestats.pool import ThreadPool
 from lestats.statistics import QueryError
+from lestats.storage import JobStore
 
 from conftest import MUSCLE, OBESITY
+from interleave import TIMEOUT, SpuriousCondition, in_thread, pause_after_read
 
 ASK = {"question": OBESITY}
 
 
-@pytest.fixture
-def pool():
-    pool = ThreadPool(2)
-    yield pool
-    pool.shutdown()
-    pool.join(timeout=5)
+class Managers:
+    """Makes JobManagers on tmp_path and closes them all at the end."""
+
+    def __init__(self, index, tmp_path):
+        self.index = index
+        self.tmp_path = tmp_path
+        self.made = []
+
+    def __call__(self, workers=2, directory="results", pool=None, **options):
+        pool = pool or ThreadPool(workers)
+        manager = JobManager(self.index, pool, JobStore(self.tmp_path / directory), **options)
+        self.made.append((manager, pool))
+        return manager
+
+    def close(self, manager):
+        """Drain ``manager``, stop its pool and give up its directory."""
+        for made, pool in self.made:
+            if made is manager:
+                pool.shutdown()
+                assert pool.join(timeout=TIMEOUT)
+                made.close()
+        self.made = [(m, p) for m, p in self.made if m is not manager]
 
 
 @pytest.fixture
-def manager(tiny_index, pool, tmp_path):
-    return JobManager(tiny_index, pool, JobStore(tmp_path / "results"))
+def managers(tiny_index, tmp_path):
+    made = Managers(tiny_index, tmp_path)
+    yield made
+    for manager, _ in list(made.made):
+        made.close(manager)
+
+
+@pytest.fixture
+def manager(managers):
+    return managers()
+
+
+def held_pool():
+    """A one-worker pool whose worker is held until the returned gate is set."""
+    pool, gate, started = ThreadPool(1), threading.Event(), threading.Event()
+    pool.submit(lambda: (started.set(), gate.wait(TIMEOUT)))
+    assert started.wait(TIMEOUT)
+    return pool, gate
+
+
+def statuses(manager):
+    return json.loads(b"".join(manager.job_list()))["data"]
 
 
 def test_ids_count_from_one_and_results_are_files(manager, tmp_path):
     ids = [manager.submit("global_mean", ASK) for _ in range(3)]
     assert ids == ["job_id_1", "job_id_2", "job_id_3"]
-    assert manager.drain(timeout=5)
+    assert manager.drain(timeout=TIMEOUT)
     result = manager.result("job_id_2")
-    assert result.status == DONE
+    assert result.status == "done"
     assert json.loads(result.data_json) == {"global_mean": pytest.approx(14.5)}
     assert json.loads((tmp_path / "results" / "job_id_2.json").read_text()) == json.loads(
         result.data_json)
-    assert manager.statuses() == [("job_id_1", DONE), ("job_id_2", DONE), ("job_id_3", DONE)]
+    assert statuses(manager) == [{"job_id_1": "done"}, {"job_id_2": "done"},
+                                 {"job_id_3": "done"}]
     assert manager.num_jobs() == 0
 
 
@@ -50,22 +89,19 @@ def test_a_bad_body_uses_no_id(manager):
     assert manager.submit("global_mean", ASK) == "job_id_1"
 
 
-def test_status_and_num_jobs_agree_while_a_job_waits(tiny_index, tmp_path):
-    gate = threading.Event()
-    pool = ThreadPool(1)
+def test_a_queued_job_is_running_for_the_course_and_queued_in_its_record(managers):
+    pool, gate = held_pool()
+    manager = managers(pool=pool)
     try:
-        manager = JobManager(tiny_index, pool, JobStore(tmp_path))
-        pool.submit(gate.wait)   # keeps the only worker busy
         manager.submit("global_mean", ASK)
-        assert manager.result("job_id_1").status == RUNNING
-        assert manager.statuses() == [("job_id_1", RUNNING)]
+        assert manager.result("job_id_1").status == "running"
+        assert statuses(manager) == [{"job_id_1": "running"}]
+        assert manager.record("job_id_1")["status"] == "queued"
         assert manager.num_jobs() == 1
-        gate.set()
-        assert manager.drain(timeout=5)
-        assert manager.num_jobs() == 0
     finally:
         gate.set()
-        pool.shutdown()
+    assert manager.drain(timeout=TIMEOUT)
+    assert manager.num_jobs() == 0 and manager.record("job_id_1")["status"] == "done"
 
 
 @pytest.mark.parametrize("job_id", [
@@ -76,6 +112,8 @@ def test_status_and_num_jobs_agree_while_a_job_waits(tiny_index, tmp_path):
 def test_malformed_job_ids_are_unknown(manager, job_id):
     with pytest.raises(UnknownJob):
         manager.result(job_id)
+    with pytest.raises(UnknownJob):
+        manager.record(job_id)
 
 
 def test_an_id_never_issued_is_unknown(manager):
@@ -85,29 +123,44 @@ def test_an_id_never_issued_is_unknown(manager):
     assert job_number("job_id_1") == 1
 
 
-def test_accepted_jobs_without_a_result_run_again_after_a_restart(tiny_index, pool, tmp_path):
-    first = JobManager(tiny_index, ThreadPool(1), JobStore(tmp_path))
+def test_job_list_pages_through_many_jobs_in_id_order(manager):
+    for _ in range(5000):   # more than one piece of the answer
+        manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    assert statuses(manager) == [{f"job_id_{n}": "done"} for n in range(1, 5001)]
+    page = json.loads(b"".join(manager.job_list(since=4000, limit=3000)))["data"]
+    assert page == [{f"job_id_{n}": "done"} for n in range(4001, 5001)]
+
+
+# -- restarts ---------------------------------------------------------------------
+
+def test_accepted_jobs_without_a_result_run_again_after_a_restart(managers, tmp_path):
+    first = managers(workers=1)
     first.submit("global_mean", ASK)
     first.submit("state_mean", {"question": OBESITY, "state": "Ohio"})
-    first.drain(timeout=5)
-    (tmp_path / "job_id_2.json").unlink()   # as if killed before job 2 finished
-    again = JobManager(tiny_index, pool, JobStore(tmp_path))
-    assert again.drain(timeout=5)
+    managers.close(first)
+    (tmp_path / "results" / "job_id_2.json").unlink()   # as if killed before job 2 finished
+    again = managers()
+    assert again.drain(timeout=TIMEOUT)
     assert json.loads(again.result("job_id_2").data_json) == {"Ohio": 6.0}
-    assert again.statuses() == [("job_id_1", DONE), ("job_id_2", DONE)]
+    assert statuses(again) == [{"job_id_1": "done"}, {"job_id_2": "done"}]
     assert again.submit("global_mean", ASK) == "job_id_3"
+    record = again.record("job_id_2")
+    assert (record["statistic"], record["state"]) == ("state_mean", "Ohio")
 
 
-def test_a_job_that_cannot_run_on_new_data_ends_in_error(tiny_index, pool, tmp_path):
-    (tmp_path / "accepted.jsonl").write_text(
-        '{"job": 4, "endpoint": "global_mean", "body": {"question": "gone"}}\n')
-    manager = JobManager(tiny_index, pool, JobStore(tmp_path))
+def test_a_job_that_cannot_run_on_new_data_ends_in_error(managers, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / ".journal-1.jsonl").write_text(
+        '{"job":4,"statistic":"global_mean","question":"gone","state":null}\n')
+    manager = managers()
     result = manager.result("job_id_4")
-    assert result.status == ERROR and "cannot run again" in result.reason
+    assert result.status == "error" and "cannot run again" in result.reason
     assert manager.submit("global_mean", ASK) == "job_id_5"
 
 
-def test_numbering_continues_after_a_restart(tiny_index, pool, tmp_path):
+def test_numbering_continues_after_a_restart(managers, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "job_id_7.json").write_text('{"global_mean": 1.0}')
@@ -115,12 +168,44 @@ def test_numbering_continues_after_a_restart(tiny_index, pool, tmp_path):
     for name in ("job_id_08.json", "job_id_x.json", "notes.txt"):
         (results / name).write_text("ignored")
     (results / ".job_id_9.json.tmp").write_text('{"half')   # a crash mid-write
-    manager = JobManager(tiny_index, pool, JobStore(results))
-    assert manager.statuses() == [("job_id_3", DONE), ("job_id_7", DONE)]
+    manager = managers()
+    assert statuses(manager) == [{"job_id_3": "done"}, {"job_id_7": "done"}]
     assert manager.submit("global_mean", ASK) == "job_id_8"
     assert not (results / ".job_id_9.json.tmp").exists()
     assert json.loads(manager.result("job_id_7").data_json) == {"global_mean": 1.0}
+    assert manager.record("job_id_3")["statistic"] is None   # an earlier run's: unknown
 
+
+def test_a_damaged_result_of_a_journaled_job_runs_again_else_is_an_error(managers, tmp_path):
+    first = managers()
+    first.submit("global_mean", ASK)
+    managers.close(first)
+    results = tmp_path / "results"
+    (results / "job_id_1.json").write_bytes(b"\0" * 40)            # NUL-filled by a power cut
+    (results / "job_id_5.json").write_text('{"global_mean": 14.')  # not ours, and truncated
+    again = managers()
+    assert again.drain(timeout=TIMEOUT)
+    assert json.loads(again.result("job_id_1").data_json) == {"global_mean": 14.5}
+    failed = again.result("job_id_5")
+    assert failed.status == "error" and "not valid JSON" in failed.reason
+    assert again.submit("global_mean", ASK) == "job_id_6"
+
+
+def test_a_results_directory_from_another_data_file_is_named_at_start(managers, tmp_path,
+                                                                       tiny_index):
+    first = managers()
+    first.submit("global_mean", ASK)
+    managers.close(first)
+    lock = tmp_path / "results" / ".lestats.lock"
+    lock.write_text(json.dumps({"pid": 1, "data": "/elsewhere/demo.csv"}))
+    again = managers()
+    assert again.start_note == (f"{tmp_path / 'results'} holds 1 jobs from /elsewhere/demo.csv;"
+                                " numbering continues at 2")
+    managers.close(again)
+    assert managers().start_note is None   # the same data file as last time: nothing to say
+
+
+# -- failures ------------------------------------------------------------------------
 
 def test_a_result_that_cannot_be_written_ends_in_error_and_the_pool_goes_on(
         manager, monkeypatch, caplog):
@@ -134,11 +219,12 @@ def test_a_result_that_cannot_be_written_ends_in_error_and_the_pool_goes_on(
     monkeypatch.setattr(JobStore, "write_result", disk_full)
     manager.submit("global_mean", ASK)
     manager.submit("global_mean", ASK)
-    assert manager.drain(timeout=5)
+    assert manager.drain(timeout=TIMEOUT)
     failed = manager.result("job_id_1")
-    assert failed.status == ERROR and "No space left on device" in failed.reason
-    assert manager.result("job_id_2").status == DONE
-    assert manager.statuses() == [("job_id_1", ERROR), ("job_id_2", DONE)]
+    assert failed.status == "error" and "No space left on device" in failed.reason
+    assert manager.result("job_id_2").status == "done"
+    assert statuses(manager) == [{"job_id_1": "error"}, {"job_id_2": "done"}]
+    assert manager.record("job_id_1")["reason"] == failed.reason
     assert "job_id_1 failed" in caplog.text
 
 
@@ -149,76 +235,98 @@ def test_a_statistic_that_raises_ends_in_error(manager, monkeypatch):
         raise ArithmeticError("broken statistic")
 
     monkeypatch.setitem(statistics.STATISTICS, "global_mean", statistics.Statistic(broken))
-    workers_before = {t for t in threading.enumerate() if t.name.startswith("lestats-worker")}
     for _ in range(5):
         manager.submit("global_mean", ASK)
-    assert manager.drain(timeout=5)
+    assert manager.drain(timeout=TIMEOUT)
     result = manager.result("job_id_1")
-    assert result.status == ERROR and "broken statistic" in result.reason
+    assert result.status == "error" and "broken statistic" in result.reason
     assert manager.num_jobs() == 0
-    workers_after = {t for t in threading.enumerate() if t.name.startswith("lestats-worker")}
-    assert workers_after == workers_before and len(workers_after) >= 2   # the pool keeps its size
+
+
+def test_an_answer_that_is_not_finite_is_an_error_not_invalid_json(manager, monkeypatch):
+    from lestats import statistics
+    monkeypatch.setitem(statistics.STATISTICS, "global_mean",
+                        statistics.Statistic(lambda _means: {"global_mean": float("inf")}))
+    manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    result = manager.result("job_id_1")
+    assert result.status == "error" and "JSON cannot represent" in result.reason
 
 
 def test_a_result_file_deleted_behind_our_back_is_an_error(manager, tmp_path):
     manager.submit("global_mean", ASK)
-    manager.drain(timeout=5)
+    manager.drain(timeout=TIMEOUT)
     (tmp_path / "results" / "job_id_1.json").unlink()
     result = manager.result("job_id_1")
-    assert result.status == ERROR and "unreadable" in result.reason
+    assert result.status == "error" and "unreadable" in result.reason
 
 
-def test_shutdown_refuses_new_jobs_and_a_second_shutdown(manager):
+def test_a_job_the_pool_refuses_leaves_no_trace(managers):
+    """The job is entered only after the pool took it: a refusal must not
+    leave a job "running" for ever, nor use up an id."""
+    pool = ThreadPool(1, max_queued=1)
+    gate, started = threading.Event(), threading.Event()
+    pool.submit(lambda: (started.set(), gate.wait(TIMEOUT)))
+    assert started.wait(TIMEOUT)
+    manager = managers(pool=pool)
+    try:
+        manager.submit("global_mean", ASK)
+        with pytest.raises(QueueFull):
+            manager.submit("global_mean", ASK)
+        assert manager.num_jobs() == 1 and statuses(manager) == [{"job_id_1": "running"}]
+    finally:
+        gate.set()
+    assert manager.drain(timeout=TIMEOUT)
+    assert manager.submit("global_mean", ASK) == "job_id_2"
+    assert manager.drain(timeout=TIMEOUT) and manager.num_jobs() == 0
+
+
+def test_shutdown_refuses_new_jobs_and_is_idempotent(manager):
     manager.submit("global_mean", ASK)
     manager.shutdown()
     with pytest.raises(ShuttingDown):
         manager.submit("global_mean", ASK)
-    with pytest.raises(AlreadyShuttingDown):
-        manager.shutdown()
-    assert manager.drain(timeout=5)
-    assert manager.statuses() == [("job_id_1", DONE)]
+    manager.shutdown()
+    assert manager.drain(timeout=TIMEOUT)
+    assert statuses(manager) == [{"job_id_1": "done"}]
 
 
-class GatedPool(ThreadPool):
-    """A pool whose submit or shutdown stops at a gate, to force an interleaving."""
+# -- races, forced -----------------------------------------------------------------
 
-    def __init__(self, size):
-        super().__init__(size)
-        self.in_submit = threading.Event()
-        self.release_submit = threading.Event()
-        self.release_submit.set()
-
-    def submit(self, task):
-        self.in_submit.set()
-        assert self.release_submit.wait(timeout=5)
-        super().submit(task)
-
-
-def test_a_shutdown_that_arrives_mid_submit_waits_and_the_job_still_runs(tiny_index, tmp_path):
-    pool = GatedPool(1)
-    manager = JobManager(tiny_index, pool, JobStore(tmp_path))
-    pool.release_submit.clear()
-    submitted = []
-    submitter = threading.Thread(target=lambda: submitted.append(
-        manager.submit("global_mean", ASK)))
-    submitter.start()
-    assert pool.in_submit.wait(timeout=5)       # the submit holds the manager's mutex
-    shut = threading.Event()
-    stopper = threading.Thread(target=lambda: (manager.shutdown(), shut.set()))
-    stopper.start()
-    assert not shut.wait(timeout=0.1)            # shutdown waits for the submit
-    pool.release_submit.set()
-    submitter.join(timeout=5)
-    stopper.join(timeout=5)
-    assert shut.is_set() and submitted == ["job_id_1"]
-    assert manager.drain(timeout=5)
-    assert manager.statuses() == [("job_id_1", DONE)]
-    with pytest.raises(ShuttingDown):
-        manager.submit("global_mean", ASK)
+def test_ids_are_taken_under_the_lock(managers):
+    """A submit reads the next id and is switched out right after: another
+    submit must not get the same id (nor leave a gap)."""
+    manager = managers()
+    switch = pause_after_read(manager, "_next", in_thread("first"))
+    ids = []
+    first = threading.Thread(target=lambda: ids.append(manager.submit("global_mean", ASK)),
+                             name="first")
+    first.start()
+    assert switch.reached.wait(TIMEOUT)
+    second = threading.Thread(target=lambda: ids.append(manager.submit("global_mean", ASK)))
+    second.start()
+    second.join(timeout=0.3)   # under the lock, it waits for the first
+    switch.release.set()
+    first.join(timeout=TIMEOUT)
+    second.join(timeout=TIMEOUT)
+    assert sorted(ids) == ["job_id_1", "job_id_2"]
+    assert manager.drain(timeout=TIMEOUT)
+    assert statuses(manager) == [{"job_id_1": "done"}, {"job_id_2": "done"}]
 
 
-def numbers_of(job_ids):
-    return sorted(job_number(job_id) for job_id in job_ids)
+def test_the_unfinished_count_is_updated_under_the_lock(managers):
+    """Two jobs finish at once, each switched out right after reading the
+    count; without the lock one decrement is lost and num_jobs never
+    returns to zero."""
+    manager = managers(workers=2)
+    switch = pause_after_read(manager, "_unfinished", in_thread("lestats-worker"), times=2)
+    manager.submit("global_mean", ASK)
+    manager.submit("global_mean", {"question": MUSCLE})
+    assert switch.reached.wait(TIMEOUT)
+    switch.arrivals(2, timeout=0.3)
+    switch.release.set()
+    assert manager.drain(timeout=TIMEOUT)
+    assert manager.num_jobs() == 0
 
 
 def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_path,
@@ -231,7 +339,7 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
         original(store, number, data)
 
     monkeypatch.setattr(JobStore, "write_result", counted)
-    for round_number in range(30):
+    for round_number in range(20):
         runs.clear()
         pool = ThreadPool(2)
         manager = JobManager(tiny_index, pool, JobStore(tmp_path / str(round_number)))
@@ -239,7 +347,7 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
         accepted, refused = [], []
 
         def client():
-            start.wait(timeout=5)
+            start.wait(timeout=TIMEOUT)
             for _ in range(5):
                 try:
                     accepted.append(manager.submit("global_mean", ASK))
@@ -247,7 +355,7 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
                     refused.append(True)
 
         def stopper():
-            start.wait(timeout=5)
+            start.wait(timeout=TIMEOUT)
             manager.shutdown()
 
         threads = [threading.Thread(target=client) for _ in range(8)]
@@ -255,36 +363,89 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=10)
-        assert manager.drain(timeout=10)
+            thread.join(timeout=TIMEOUT)
+        assert manager.drain(timeout=TIMEOUT)
+        manager.close()
         assert len(accepted) + len(refused) == 40
-        assert sorted(runs) == numbers_of(accepted)   # each accepted job ran exactly once
+        assert sorted(runs) == sorted(job_number(job_id) for job_id in accepted)
         numbers = sorted(job_number(job_id) for job_id in accepted)
         assert numbers == list(range(1, len(accepted) + 1))
-        assert manager.statuses() == [(f"job_id_{n}", DONE) for n in numbers]
-        written = sorted(int(p.stem[7:]) for p in (tmp_path / str(round_number)).glob("job_id_*"))
-        assert written == numbers
 
 
-def test_result_waits_a_little_for_a_running_job(tiny_index, tmp_path):
-    gate = threading.Event()
-    pool = ThreadPool(1)
+# -- waiting for a result ------------------------------------------------------------
+
+def test_result_waits_for_a_running_job_and_is_woken_when_it_finishes(managers):
+    pool, gate = held_pool()
+    manager = managers(pool=pool)
     try:
-        manager = JobManager(tiny_index, pool, JobStore(tmp_path))
-        pool.submit(gate.wait)
         manager.submit("global_mean", ASK)
-        assert manager.result("job_id_1", wait=0.02).status == RUNNING   # gave up waiting
-        waiting = []
-        poller = threading.Thread(target=lambda: waiting.append(
-            manager.result("job_id_1", wait=10)))
+        assert manager.result("job_id_1", wait=0.02).status == "running"   # gave up waiting
+        answers = []
+        pollers = [threading.Thread(target=lambda: answers.append(
+            manager.result("job_id_1", wait=60))) for _ in range(2)]
+        for poller in pollers:
+            poller.start()
+        with manager._mutex:   # pylint: disable=protected-access
+            assert manager._waiters[0][0].wait_for(   # pylint: disable=protected-access
+                lambda: manager._waiters[0][1] == 2, TIMEOUT)   # pylint: disable=protected-access
+    finally:
+        gate.set()   # the job runs; its finish wakes both pollers, long before 60 s
+    for poller in pollers:
+        poller.join(timeout=TIMEOUT)
+        assert not poller.is_alive(), "a poller was not woken when its job finished"
+    assert [answer.status for answer in answers] == ["done", "done"]
+    assert manager._waiters == {}   # pylint: disable=protected-access
+
+
+def test_a_waiter_that_wakes_for_nothing_waits_again(managers):
+    """POSIX allows a wake-up without a notify: the wait must re-check."""
+    pool, gate = held_pool()
+    manager = managers(pool=pool)
+    try:
+        manager.submit("global_mean", ASK)
+        spurious = SpuriousCondition(manager._mutex)   # pylint: disable=protected-access
+        manager._waiters[0] = [spurious, 0]   # pylint: disable=protected-access
+        answers = []
+        poller = threading.Thread(target=lambda: answers.append(
+            manager.result("job_id_1", wait=60)))
         poller.start()
-        gate.set()   # the job can now run; the waiting poller is woken when it finishes
-        poller.join(timeout=10)
-        assert waiting[0].status == DONE
+        assert spurious.second_wait.wait(2.0), "the first (spurious) wake-up was believed"
     finally:
         gate.set()
-        pool.shutdown()
+    poller.join(timeout=TIMEOUT)
+    assert [answer.status for answer in answers] == ["done"]
 
+
+def test_a_finishing_job_wakes_only_its_own_waiters(managers):
+    """Each waited-for job has a Condition of its own: a poller of job 2 is
+    not woken when job 1 finishes."""
+    pool, gate = held_pool()
+    manager = managers(pool=pool)
+    second_gate = threading.Event()
+    try:
+        manager.submit("global_mean", ASK)
+        pool.submit(lambda: second_gate.wait(TIMEOUT))   # holds the worker after job 1
+        manager.submit("global_mean", {"question": MUSCLE})
+        poller = threading.Thread(target=lambda: manager.result("job_id_2", wait=60))
+        poller.start()
+        with manager._mutex:   # pylint: disable=protected-access
+            assert manager._waiters[1][0].wait_for(   # pylint: disable=protected-access
+                lambda: manager._waiters[1][1] == 1, TIMEOUT)   # pylint: disable=protected-access
+        condition = manager._waiters[1][0]   # pylint: disable=protected-access
+        notified = []
+        original = condition.notify_all
+        condition.notify_all = lambda: (notified.append(1), original())
+        gate.set()   # job 1 runs and finishes
+        assert manager.result("job_id_1", wait=TIMEOUT).status == "done"
+        assert notified == []
+    finally:
+        gate.set()
+        second_gate.set()
+    poller.join(timeout=TIMEOUT)
+    assert not poller.is_alive() and notified == [1]
+
+
+# -- the rest -------------------------------------------------------------------------
 
 def test_equal_queries_are_computed_once(manager, monkeypatch):
     from lestats import statistics
@@ -297,8 +458,30 @@ def test_equal_queries_are_computed_once(manager, monkeypatch):
     monkeypatch.setitem(statistics.STATISTICS, "global_mean", statistics.Statistic(counted))
     for _ in range(10):
         manager.submit("global_mean", ASK)
-        manager.drain(timeout=5)
+        manager.drain(timeout=TIMEOUT)
     manager.submit("global_mean", {"question": MUSCLE})
-    manager.drain(timeout=5)
+    manager.drain(timeout=TIMEOUT)
     assert len(calls) == 2
     assert json.loads(manager.result("job_id_10").data_json) == {"global_mean": 14.5}
+
+
+def test_slow_motion_makes_each_job_last_at_least_that_long(managers):
+    manager = managers(workers=1, slow_motion_ms=60)
+    began = time.monotonic()
+    manager.submit("global_mean", ASK)
+    manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    assert time.monotonic() - began >= 0.12
+    assert manager.pool_snapshot()["slow_motion_ms"] == 60
+
+
+def test_statuses_are_kept_small(manager):
+    """Records are parallel arrays: a job costs a few dozen bytes, not a
+    dict and a record object (the benchmark measures the whole server)."""
+    table = manager._table   # pylint: disable=protected-access
+    for _ in range(1000):
+        manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    assert table.status[0] == DONE and len(table) == 1000
+    assert len({id(query) for query in table.queries}) == 1   # one shared Query
+    assert ERROR not in table.status

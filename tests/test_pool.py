@@ -1,5 +1,6 @@
-"""The thread pool: fixed threads, drain on shutdown, exact counts, survival
-of failing tasks.  Interleavings are forced with Events, never with sleeps."""
+"""The thread pool: each invariant of its docstring, each promise of its
+methods, and the interleavings that would break them, forced with Events,
+Barriers and switch points (see interleave.py), never hoped for."""
 
 import logging
 import threading
@@ -7,41 +8,84 @@ import time
 
 import pytest
 
-from lestats.pool import PoolClosed, ThreadPool
+from lestats.pool import PoolClosed, PoolFull, ThreadPool
+
+from interleave import (TIMEOUT, IdleWatch, SwitchingCondition, in_thread,
+                        pause_after_read, voluntary_switches)
+
+
+def watched_pool(size, name, pool_class=ThreadPool, **options):
+    """A pool with an IdleWatch as its events sink."""
+    return pool_class(size, name=name, events=IdleWatch(), **options)
 
 
 @pytest.fixture
 def pool():
-    pool = ThreadPool(3, name="test-pool")
+    pool = watched_pool(3, "test-pool")
     yield pool
     pool.shutdown()
-    pool.join(timeout=5)
+    pool.join(timeout=TIMEOUT)
 
+
+def threads_named(prefix):
+    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def wait_until_idle(pool, count):
+    """Wait until ``count`` workers wait for a task (no polling: see IdleWatch)."""
+    pool._events.wait_idle(pool, count)   # pylint: disable=protected-access
+
+
+def assert_runs_a_task(pool):
+    """A task submitted now runs (the pool still has a worker for it)."""
+    done = threading.Event()
+    pool.submit(done.set)
+    assert done.wait(TIMEOUT)
+
+
+# -- what every caller relies on ----------------------------------------------
 
 def test_every_submitted_task_runs_once(pool):
     ran = []
-    lock = threading.Lock()
-
-    def task(i):
-        with lock:
-            ran.append(i)
-
     for i in range(500):
-        pool.submit(lambda i=i: task(i))
-    assert pool.join(timeout=5)
+        pool.submit(lambda i=i: ran.append(i))   # list.append is atomic
+    assert pool.join(timeout=TIMEOUT)
     assert sorted(ran) == list(range(500))
     assert pool.unfinished() == 0
 
 
+def test_a_task_submitted_to_an_idle_pool_wakes_a_worker():
+    pool = watched_pool(2, "idle-submit")
+    try:
+        wait_until_idle(pool, 2)
+        assert_runs_a_task(pool)
+    finally:
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+
+
 def test_threads_are_created_once_and_reused(pool):
-    before = {t.ident for t in threading.enumerate() if t.name.startswith("test-pool")}
+    before = {t.ident for t in threads_named("test-pool")}
     seen = set()
     for _ in range(100):
         pool.submit(lambda: seen.add(threading.get_ident()))
-    pool.join(timeout=5)
-    after = {t.ident for t in threading.enumerate() if t.name.startswith("test-pool")}
+    assert pool.join(timeout=TIMEOUT)
+    after = {t.ident for t in threads_named("test-pool")}
     assert pool.size == 3 and len(before) == 3
     assert before == after and seen <= before
+
+
+def test_submit_returns_tickets_in_queue_order_and_taken_counts_from_the_front():
+    pool = watched_pool(1, "tickets")
+    gate = threading.Event()
+    try:
+        assert pool.submit(gate.wait) == 1
+        assert [pool.submit(lambda: None) for _ in range(3)] == [2, 3, 4]
+    finally:
+        gate.set()
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+    assert pool.taken() == 4
 
 
 def test_unfinished_counts_queued_and_running_tasks(pool):
@@ -49,39 +93,58 @@ def test_unfinished_counts_queued_and_running_tasks(pool):
     started = threading.Barrier(4)   # the 3 workers and this test
 
     def blocked():
-        started.wait(timeout=5)
-        gate.wait(timeout=5)
+        started.wait(timeout=TIMEOUT)
+        gate.wait(timeout=TIMEOUT)
 
     for _ in range(3):
         pool.submit(blocked)
-    started.wait(timeout=5)   # all three are running now
+    started.wait(timeout=TIMEOUT)   # all three are running now
     pool.submit(lambda: None)
-    assert pool.unfinished() == 4
+    assert pool.unfinished() == 4 and pool.queued() == 1
     assert not pool.join(timeout=0.05)
     gate.set()
-    assert pool.join(timeout=5)
+    assert pool.join(timeout=TIMEOUT)
     assert pool.unfinished() == 0
 
 
-def test_a_failing_task_is_logged_and_the_worker_survives(pool, caplog):
+def test_a_failing_task_is_logged_counted_finished_and_the_worker_survives(pool, caplog):
     def boom():
         raise ZeroDivisionError("boom")
 
     with caplog.at_level(logging.ERROR, logger="lestats.pool"):
         for _ in range(6):
             pool.submit(boom)
-        pool.join(timeout=5)
+        assert pool.join(timeout=TIMEOUT)
     failures = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ZeroDivisionError]
     assert len(failures) == 6
-    alive = [t for t in threading.enumerate() if t.name.startswith("test-pool")]
-    assert len(alive) == 3
-    done = threading.Event()
-    pool.submit(done.set)
-    assert done.wait(timeout=5)
+    assert len(threads_named("test-pool")) == 3
+    assert_runs_a_task(pool)
 
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_task_raising_a_base_exception_does_not_kill_its_worker(error, caplog):
+    pool = watched_pool(1, "base-exception")
+
+    def task():
+        raise error
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="lestats.pool"):
+            pool.submit(task)
+            assert pool.join(timeout=TIMEOUT)   # counted finished
+        assert len(threads_named("base-exception")) == 1
+        done = threading.Event()
+        pool.submit(done.set)
+        assert done.wait(timeout=TIMEOUT)
+    finally:
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+
+
+# -- shutdown and join ----------------------------------------------------------
 
 def test_shutdown_drains_queued_tasks_then_the_threads_exit():
-    pool = ThreadPool(1, name="drain-pool")
+    pool = watched_pool(1, "drain-pool")
     gate = threading.Event()
     ran = []
     pool.submit(gate.wait)
@@ -91,24 +154,272 @@ def test_shutdown_drains_queued_tasks_then_the_threads_exit():
     with pytest.raises(PoolClosed):
         pool.submit(lambda: ran.append("late"))
     gate.set()
-    assert pool.join(timeout=5)
+    assert pool.join(timeout=TIMEOUT)
     assert ran == list(range(10))
-    assert not [t for t in threading.enumerate() if t.name.startswith("drain-pool")]
+    assert not threads_named("drain-pool")
 
 
-def test_shutdown_wakes_idle_workers_and_is_idempotent():
-    pool = ThreadPool(4, name="idle-pool")
+def test_shutdown_wakes_every_idle_worker_and_is_idempotent():
+    pool = watched_pool(4, "idle-pool")
+    wait_until_idle(pool, 4)
     pool.shutdown()
     pool.shutdown()
-    assert pool.join(timeout=5)
-    assert not [t for t in threading.enumerate() if t.name.startswith("idle-pool")]
+    assert pool.join(timeout=TIMEOUT)
+    assert not threads_named("idle-pool")
+    assert all(w["state"] == "exited" for w in pool.snapshot()["workers"])
 
 
-def test_an_idle_pool_does_not_spin(pool):
-    pool.join(timeout=1)
+def test_every_thread_waiting_in_join_returns(pool):
+    gate = threading.Event()
+    pool.submit(gate.wait)
+    results = []
+    joiners = [threading.Thread(target=lambda: results.append(pool.join(timeout=TIMEOUT)))
+               for _ in range(3)]
+    for joiner in joiners:
+        joiner.start()
+    gate.set()
+    for joiner in joiners:
+        joiner.join(timeout=TIMEOUT + 1)
+    assert results == [True, True, True]
+
+
+def test_join_on_an_idle_pool_returns_true_at_once(pool):
+    assert pool.join(timeout=TIMEOUT)
+    assert pool.join(timeout=0)
+
+
+def test_join_returns_within_its_timeout_even_after_shutdown():
+    pool = watched_pool(2, "stuck-pool")
+    gate = threading.Event()
+    try:
+        pool.submit(gate.wait)
+        pool.shutdown()
+        began = time.monotonic()
+        assert not pool.join(timeout=0.2)
+        assert time.monotonic() - began < 2.0
+    finally:
+        gate.set()
+    assert pool.join(timeout=TIMEOUT)
+
+
+def test_a_full_queue_refuses_and_the_invariant_holds():
+    pool = watched_pool(1, "full-pool", max_queued=2)
+    gate = threading.Event()
+    started = threading.Event()
+    try:
+        pool.submit(lambda: (started.set(), gate.wait(TIMEOUT)))
+        assert started.wait(TIMEOUT)
+        pool.submit(lambda: None)
+        pool.submit(lambda: None)
+        with pytest.raises(PoolFull):
+            pool.submit(lambda: None)
+        snapshot = pool.snapshot()
+        assert snapshot["queued"] == 2 and all(snapshot["invariants"].values())
+    finally:
+        gate.set()
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+
+
+# -- waiting: no spinning, no lost or wasted wake-ups ---------------------------
+
+def test_an_idle_pool_sleeps(pool):
+    """Idle workers wait on the Condition: no CPU, no wake-ups, no timed waits."""
+    wait_until_idle(pool, 3)
+    workers = threads_named("test-pool")
+    switches = [voluntary_switches(t) for t in workers]
+    wakeups = pool.snapshot()["counters"]["wakeups"]
     cpu = time.process_time()
-    time.sleep(0.3)
+    idle = threading.Event()
+    idle.wait(0.3)   # the test itself sleeps; the pool must not wake
     assert time.process_time() - cpu < 0.05
+    assert pool.snapshot()["counters"]["wakeups"] == wakeups
+    if None not in switches:   # Linux, Python 3.8+: the kernel's own count
+        # At most the one sleep of a worker that had just counted itself idle
+        # (a worker polling every 10 ms would sleep some 30 times).
+        after = [voluntary_switches(t) for t in workers]
+        assert all(now - before <= 1 for before, now in zip(switches, after)), (switches, after)
+
+
+class HeldPool(ThreadPool):
+    """A pool whose workers start only once ``go`` is set, so that a test can
+    put a Condition of its own in place first."""
+
+    def __init__(self, *args, **kwargs):
+        self.go = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _work(self, me):
+        self.go.wait(TIMEOUT)
+        super()._work(me)
+
+
+def test_a_wake_up_that_finds_the_queue_empty_waits_again():
+    """Two workers.  One is woken for a task, but the other, finishing its
+    own task, takes that one first.  The woken worker must re-check and wait
+    again: the `while` loop doing its job (with an `if` it would run on, or
+    leave the pool a worker short)."""
+    pool = watched_pool(2, "empty-wake", HeldPool)
+    ready = pool._task_ready = SwitchingCondition(pool._mutex)   # pylint: disable=protected-access
+    pool.go.set()
+    wait_until_idle(pool, 2)
+    first_gate, first_running, ran = threading.Event(), threading.Event(), []
+    pool.submit(lambda: (first_running.set(), first_gate.wait(TIMEOUT)))
+    assert first_running.wait(TIMEOUT)
+    wait_until_idle(pool, 1)                  # one busy, one waiting
+    second_ran = threading.Event()
+    with pool._mutex:   # pylint: disable=protected-access
+        ready.arm()                           # the worker woken next stops before its re-check
+    pool.submit(lambda: (ran.append(threading.current_thread().name), second_ran.set()))
+    assert ready.pause.reached.wait(TIMEOUT)  # woken, lock let go, not yet re-checked
+    first_gate.set()                          # the busy worker finishes and takes the task
+    assert second_ran.wait(TIMEOUT)
+    ready.pause.release.set()                 # the woken worker re-checks: nothing to do
+    try:
+        assert pool.join(timeout=TIMEOUT)
+        wait_until_idle(pool, 2)
+        snapshot = pool.snapshot()
+        assert len(ran) == 1
+        assert snapshot["counters"]["empty_wakeups"] == 1
+        assert [w["state"] for w in snapshot["workers"]] == ["waiting", "waiting"]
+        assert all(snapshot["invariants"].values()), snapshot["invariants"]
+        assert_runs_a_task(pool)
+    finally:
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+
+
+def test_the_closed_check_and_the_enqueue_are_one_step():
+    """A submit reads ``_closed`` and is switched out right after: a shutdown
+    must not slip in between (the task would be queued on a pool whose
+    workers have left).  Either the task runs, or submit refuses it."""
+    pool = watched_pool(1, "closed-race")
+    wait_until_idle(pool, 1)
+    switch = pause_after_read(pool, "_closed", in_thread("submitter"))
+    ran = threading.Event()
+    outcome = []
+
+    def submitter():
+        try:
+            pool.submit(ran.set)
+            outcome.append("accepted")
+        except PoolClosed:
+            outcome.append("refused")
+
+    thread = threading.Thread(target=submitter, name="submitter")
+    thread.start()
+    assert switch.reached.wait(TIMEOUT)
+    stopper = threading.Thread(target=pool.shutdown)
+    stopper.start()
+    stopper.join(timeout=0.3)   # with the check under the lock, shutdown waits here
+    switch.release.set()
+    thread.join(timeout=TIMEOUT)
+    stopper.join(timeout=TIMEOUT)
+    assert pool.join(timeout=TIMEOUT)
+    assert outcome == ["refused"] or (outcome == ["accepted"] and ran.is_set())
+
+
+def test_the_unfinished_count_is_updated_under_the_lock():
+    """Two workers finish at once; each is switched out right after reading
+    ``_unfinished``.  Under the lock the second cannot read before the first
+    has written; without it both read 2, both write 1, and join never sees 0."""
+    pool = watched_pool(2, "count-race")
+    both = threading.Barrier(2)
+    switch = pause_after_read(pool, "_unfinished", in_thread("count-race"), times=2)
+    for _ in range(2):
+        pool.submit(lambda: both.wait(TIMEOUT))
+    assert switch.reached.wait(TIMEOUT)
+    switch.arrivals(2, timeout=0.3)   # only code without the lock gets both here
+    switch.release.set()
+    try:
+        assert pool.join(timeout=TIMEOUT)
+        assert pool.unfinished() == 0
+    finally:
+        pool.shutdown()
+        pool.join(timeout=TIMEOUT)
+
+
+# -- what the pool tells (snapshot, counters, events) -----------------------------
+
+def test_the_snapshot_shows_each_worker_the_queue_and_the_counters():
+    pool = watched_pool(2, "snap")
+    gate = threading.Event()
+    running = threading.Barrier(3)
+    try:
+        wait_until_idle(pool, 2)
+        idle = pool.snapshot()
+        assert [(w["state"], w["condition"]) for w in idle["workers"]] == [
+            ("waiting", "task_ready")] * 2
+        for label in ("job_id_1", "job_id_2"):
+            pool.submit(lambda: (running.wait(TIMEOUT), gate.wait(TIMEOUT)), label=label)
+        pool.submit(lambda: None, label="job_id_3")
+        running.wait(TIMEOUT)
+        busy = pool.snapshot()
+        assert sorted(w["job_id"] for w in busy["workers"]) == ["job_id_1", "job_id_2"]
+        assert {w["state"] for w in busy["workers"]} == {"running"}
+        assert busy["queue"] == ["job_id_3"] and busy["queued"] == 1
+        assert busy["unfinished"] == 3 and not busy["closed"]
+        assert all(busy["invariants"].values()), busy["invariants"]
+    finally:
+        gate.set()
+    assert pool.join(timeout=TIMEOUT)
+    pool.shutdown()
+    assert pool.join(timeout=TIMEOUT)
+    done = pool.snapshot()
+    counters = done["counters"]
+    assert counters["submitted"] == 3
+    assert counters["notify"] == {"task_ready": 3, "all_done": 0}
+    assert counters["notify_all"]["task_ready"] == 1   # the shutdown
+    assert counters["notify_all"]["all_done"] >= 1
+    assert counters["wakeups"] <= counters["waits"]
+    assert done["closed"] and {w["state"] for w in done["workers"]} == {"exited"}
+    assert all(done["invariants"].values()), done["invariants"]
+
+
+def test_an_invariant_shows_false_when_its_state_is_broken(pool):
+    """The snapshot's checks are real: break a counter by hand, see it red."""
+    with pool._mutex:   # pylint: disable=protected-access
+        pool._unfinished += 1   # pylint: disable=protected-access
+    invariants = pool.snapshot()["invariants"]
+    assert invariants["unfinished == queued + running"] is False
+    with pool._mutex:   # pylint: disable=protected-access
+        pool._unfinished -= 1   # pylint: disable=protected-access
+        pool._tasks.append((None, lambda: None))   # a task no worker was told of
+    wait_until_idle(pool, 3)
+    invariants = pool.snapshot()["invariants"]
+    assert invariants["no lost wake-up: no task waits while a worker sleeps un-notified"] is False
+    with pool._mutex:   # pylint: disable=protected-access
+        pool._tasks.clear()   # pylint: disable=protected-access
+
+
+def test_events_tell_each_wait_notify_and_wake_in_order():
+    pool = watched_pool(1, "events")
+    recorder = pool._events   # pylint: disable=protected-access
+    try:
+        wait_until_idle(pool, 1)
+        assert_runs_a_task(pool)
+        assert pool.join(timeout=TIMEOUT)
+        wait_until_idle(pool, 1)
+    finally:
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+    kinds = recorder.kinds()
+    assert kinds[:3] == ["worker_wait", "notify", "worker_wake"]
+    assert kinds[-5:] == ["shutdown", "drain_done", "notify", "worker_wake", "worker_exit"]
+    notify = dict(recorder.events[1][1])
+    assert notify["condition"] == "task_ready" and notify["all"] is False
+    assert all(isinstance(fields["t"], float) for _, fields in recorder.events)
+    assert "drain_done" in kinds
+
+
+def test_nobody_listening_means_nothing_is_published():
+    recorder = IdleWatch(listening=False)
+    pool = ThreadPool(2, name="silent", events=recorder)
+    for _ in range(20):
+        pool.submit(lambda: None)
+    pool.shutdown()
+    assert pool.join(timeout=TIMEOUT)
+    assert recorder.events == []
 
 
 def test_a_pool_needs_a_thread():

@@ -6,6 +6,7 @@ import json
 import random
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from lestats.tools import soak
 from lestats.data import load
 from lestats.tools.soak import ServerProcess, call
 from lestats.statistics import STATISTICS, prepare
+from lestats.storage import AcceptedJob
 
 from conftest import REPO
 
@@ -132,14 +134,14 @@ def test_graceful_shutdown_drains_five_thousand_queued_jobs(serve, tiny_index):
         assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 5000}
         assert live.call("GET", "/api/graceful_shutdown")[0] == 200
         status, _, answer = live.call("POST", "/api/global_mean", {"question": OBESITY})
-        assert (status, answer["reason"]) == (503, "Server is shutting down")
+        assert (status, answer["reason"]) == (503, "shutting down")
     finally:
         gate.set()
     assert live.jobs.drain(timeout=60)
     assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 0}
     statuses = live.call("GET", "/api/jobs")[2]["data"]
     assert statuses == [{f"job_id_{n}": "done"} for n in range(1, 5001)]
-    assert len(list(live.store.directory.glob("job_id_*.json"))) == 5000
+    assert len(list(Path(live.store.directory).glob("job_id_*.json"))) == 5000
 
 
 def test_sigterm_during_a_drain_exits_0_after_the_last_result(tmp_path):
@@ -149,15 +151,15 @@ def test_sigterm_during_a_drain_exits_0_after_the_last_result(tmp_path):
     rng = random.Random(5)
     results = tmp_path / "results"
     results.mkdir()
-    with open(results / "accepted.jsonl", "w", encoding="utf-8") as journal:
+    with open(results / ".journal-1.jsonl", "wb") as journal:
         for number in range(1, 5001):
             name, body = random_request(index, rng)
-            journal.write(json.dumps({"job": number, "endpoint": name, "body": body}) + "\n")
+            journal.write(AcceptedJob(number, name, body["question"], body.get("state")).line())
     server = ServerProcess(DEMO, results, tmp_path / "log", ["--workers", "1"])
     assert call(server.port, "GET", "/api/graceful_shutdown")[0] == 200
     status, answer = call(server.port, "POST", "/api/global_mean",
                           {"question": sorted(index.questions)[0]})
-    assert (status, answer["reason"]) == (503, "Server is shutting down")
+    assert (status, answer["reason"]) == (503, "shutting down")
     queued = call(server.port, "GET", "/api/num_jobs")[1]["num_jobs"]
     assert queued > 0
     print(f"\n{queued} of 5000 jobs still queued when SIGTERM was sent")

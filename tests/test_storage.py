@@ -1,143 +1,443 @@
-"""The journal of accepted jobs, the result files, and recovery at start."""
+"""The results directory: one owner, the journal (group commit, cut back on
+failure, segments, re-created after a wipe), result files (atomic, never
+through a link), and recovery from whatever a crash or a person left."""
 
+import errno
 import json
 import os
+import shutil
+import stat
 import threading
+import tracemalloc
 
 import pytest
 
-from lestats.storage import JOURNAL_NAME, AcceptedJob, GroupSync, JobStore
+from lestats import storage
+from lestats.storage import (LOCK_NAME, AcceptedJob, DirectoryInUse, DiskFull, JobStore,
+                             JournalError, StoreError, parse_journal_line)
+
+from interleave import TIMEOUT
 
 
 def job(number, question="q"):
-    return AcceptedJob(number, "global_mean", {"question": question})
+    return AcceptedJob(number, "global_mean", question)
 
 
-def test_a_result_file_appears_whole_under_its_name(tmp_path):
-    store = JobStore(tmp_path)
-    store.recover()
+@pytest.fixture
+def stores():
+    """Opens JobStores and closes them all at the end."""
+    opened = []
+
+    def open_store(directory, **options):
+        store = JobStore(directory, **options)
+        recovered = store.open("data.csv")
+        opened.append(store)
+        return store, recovered
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def segments(directory):
+    return sorted(p.name for p in directory.glob(".journal-*.jsonl"))
+
+
+def journal_lines(directory):
+    return [json.loads(line) for name in segments(directory)
+            for line in (directory / name).read_text().splitlines()]
+
+
+def listing(directory):
+    """Every entry under ``directory`` with its bytes (or link target) and mtime."""
+    found = {}
+    for path in sorted(directory.rglob("*")):
+        info = path.lstat()
+        content = os.readlink(path) if path.is_symlink() else (
+            path.read_bytes() if path.is_file() else None)
+        found[str(path)] = (info.st_mode, info.st_mtime_ns, content)
+    return found
+
+
+# -- result files -----------------------------------------------------------------
+
+def test_a_result_file_appears_whole_under_its_name(tmp_path, stores):
+    store, _ = stores(tmp_path)
     store.write_result(5, b'{"a": 1}')
     assert store.read_result(5) == b'{"a": 1}'
-    assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL_NAME, "job_id_5.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".journal-1.jsonl", LOCK_NAME, "job_id_5.json"]
 
 
-def test_accepted_jobs_are_journaled_and_come_back_until_they_have_a_result(tmp_path):
+def test_a_planted_link_is_never_followed(tmp_path, stores):
+    secret = tmp_path / "secret"
+    secret.write_text("root's")
+    results = tmp_path / "results"
+    store, _ = stores(results)
+    (results / "job_id_7.json").symlink_to(secret)
+    (results / ".job_id_9.json.tmp").symlink_to(secret)
+    with pytest.raises(OSError):
+        store.read_result(7)
+    store.write_result(9, b'{"x": 1}')
+    assert secret.read_text() == "root's"
+    assert store.read_result(9) == b'{"x": 1}'
+    assert not (results / "job_id_9.json").is_symlink()
+
+
+def test_a_fifo_is_not_read(tmp_path, stores):
+    store, _ = stores(tmp_path)
+    os.mkfifo(tmp_path / "job_id_3.json")
+    with pytest.raises(OSError, match="not a regular file"):
+        store.read_result(3)
+
+
+# -- one owner --------------------------------------------------------------------
+
+def test_a_second_store_on_a_directory_in_use_stops_and_changes_nothing(tmp_path, stores):
+    store, _ = stores(tmp_path)
+    store.accept(job(1))
+    (tmp_path / ".job_id_4.json.tmp").write_text("{")   # what a restart would clean up
+    (tmp_path / "job_id_6.json").write_text("")          # and this
+    before = listing(tmp_path)
+    with pytest.raises(DirectoryInUse, match=f"in use by another lestats server "
+                                             f"\\(pid {os.getpid()}\\)"):
+        JobStore(tmp_path).open("other.csv")
+    assert listing(tmp_path) == before
+    store.accept(job(2))   # the owner goes on
+    assert [line.get("job") for line in journal_lines(tmp_path)] == [None, 1, 2]
+
+
+def test_a_closed_store_lets_the_next_owner_in(tmp_path, stores):
+    first = JobStore(tmp_path)
+    first.open("data.csv")
+    first.accept(job(1))
+    first.close()
+    _, recovered = stores(tmp_path)
+    assert [j.number for j in recovered.pending] == [1]
+
+
+def test_a_directory_every_user_may_write_is_refused_unless_sticky(tmp_path, stores):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(StoreError, match="writable by every user"):
+        JobStore(shared).open("data.csv")
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o777 | stat.S_ISVTX)
+    stores(shared)
+
+
+# -- the journal ---------------------------------------------------------------------
+
+def test_accepted_jobs_come_back_until_they_have_a_result(tmp_path, stores):
     store = JobStore(tmp_path)
-    assert store.recover().next_number == 1
+    assert store.open("data.csv").next_number == 1
     for number in (1, 2, 3):
         store.accept(job(number))
     store.write_result(2, b'{"global_mean": 1.0}')
     store.close()
-    again = JobStore(tmp_path).recover()
+    _, again = stores(tmp_path)
     assert again.finished == [2]
     assert again.pending == [job(1), job(3)]
     assert again.next_number == 4
 
 
-def test_recovery_compacts_the_journal_to_the_pending_jobs(tmp_path):
+def test_recovery_rewrites_the_journal_with_just_the_pending_jobs(tmp_path, stores):
     store = JobStore(tmp_path)
-    store.recover()
+    store.open("data.csv")
     for number in range(1, 101):
         store.accept(job(number))
         if number != 50:
             store.write_result(number, b"{}")
     store.close()
-    assert JobStore(tmp_path).recover().pending == [job(50)]
-    lines = (tmp_path / JOURNAL_NAME).read_text().splitlines()
-    assert [json.loads(line)["job"] for line in lines] == [50]
-
-
-def test_a_torn_last_line_and_leftovers_of_a_crash_are_ignored(tmp_path, caplog):
-    (tmp_path / JOURNAL_NAME).write_text(
-        '{"job": 1, "endpoint": "global_mean", "body": {"question": "q"}}\n{"job": 2, "endp')
-    (tmp_path / ".job_id_1.json.tmp").write_text("{")
-    (tmp_path / "job_id_3.json").write_text("")   # renamed, never flushed: a power cut
-    recovered = JobStore(tmp_path).recover()
-    assert recovered.pending == [job(1)] and recovered.finished == []
-    assert recovered.next_number == 2
-    assert "1 unreadable journal line(s) ignored" in caplog.text
-    assert not (tmp_path / ".job_id_1.json.tmp").exists()
-    assert not (tmp_path / "job_id_3.json").exists()
+    _, recovered = stores(tmp_path)
+    assert recovered.pending == [job(50)]
+    assert segments(tmp_path) == [".journal-2.jsonl"]
+    assert journal_lines(tmp_path) == [
+        {"high": 100}, {"job": 50, "statistic": "global_mean", "question": "q", "state": None}]
 
 
 @pytest.mark.parametrize("fsync", [True, False])
-def test_many_threads_append_whole_lines(tmp_path, fsync):
+def test_many_threads_append_whole_lines_and_every_one_returns(tmp_path, fsync):
     store = JobStore(tmp_path, fsync=fsync)
-    store.recover()
+    store.open("data.csv")
+    store._journal.timeout = 3.0   # pylint: disable=protected-access
     start = threading.Barrier(8)
+    failures = []
 
     def writer(first):
-        start.wait(timeout=5)
+        start.wait(timeout=TIMEOUT)
         for number in range(first, first + 100):
-            store.accept(job(number, "x" * (number % 300)))
+            try:
+                store.accept(job(number, "x" * (number % 300)))
+            except OSError as exc:
+                failures.append(exc)
 
     threads = [threading.Thread(target=writer, args=(1 + 100 * i,)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=TIMEOUT * 2)
     store.close()
-    pending = JobStore(tmp_path).recover().pending
+    assert failures == []
+    again = JobStore(tmp_path)
+    pending = again.open("data.csv").pending
+    again.close()
     assert [j.number for j in pending] == list(range(1, 801))
-    assert all(j.body == {"question": "x" * (j.number % 300)} for j in pending)
+    assert all(j.question == "x" * (j.number % 300) for j in pending)
 
 
-def test_group_sync_flushes_once_for_the_writes_waiting_behind_a_flush(tmp_path, monkeypatch):
-    """Forced interleaving: the leader's flush is held until three more
-    writers are waiting; one more flush then covers all three."""
-    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
-    sync = GroupSync(fd)
-    flushes = []
+class StuckWrite:
+    """Replaces os.write for one file descriptor: the first call stops at a
+    gate (or fails after writing ``partial`` bytes); other descriptors are
+    written as usual."""
+
+    def __init__(self, fd, partial=None, gate=None):
+        self.fd, self.partial, self.gate = fd, partial, gate
+        self.entered = threading.Event()
+        self.real = os.write
+
+    def __call__(self, fd, data):
+        if fd != self.fd:
+            return self.real(fd, data)
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(TIMEOUT)
+        if self.partial is not None:
+            self.real(fd, bytes(data)[:self.partial])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real(fd, data)
+
+
+def test_a_short_write_is_cut_back_and_the_appender_told(tmp_path, stores, monkeypatch):
+    store, _ = stores(tmp_path)
+    store.accept(job(1))
+    segment = tmp_path / segments(tmp_path)[0]
+    before = segment.read_bytes()
+    monkeypatch.setattr(storage.os, "write",
+                        StuckWrite(store._journal.segments._fd, partial=10))   # pylint: disable=protected-access
+    with pytest.raises(JournalError, match="No space left on device"):
+        store.accept(job(2))
+    monkeypatch.undo()
+    assert segment.read_bytes() == before
+    store.accept(job(3))
+    store.close()
+    _, recovered = stores(tmp_path)
+    assert [j.number for j in recovered.pending] == [1, 3]
+    assert recovered.next_number == 4
+
+
+def test_a_failed_flush_is_reported_to_every_appender_it_covered(tmp_path, stores,
+                                                                 monkeypatch):
+    store, _ = stores(tmp_path, fsync=True)
+    gate, calls = threading.Event(), []
     in_flush = threading.Event()
-    release = threading.Event()
 
-    def slow_fdatasync(descriptor):
-        flushes.append(descriptor)
-        if len(flushes) == 1:
-            in_flush.set()
-            assert release.wait(timeout=5)
-
-    class CountingCondition(threading.Condition):
-        """Sets ``three_waiting`` when three threads wait on it."""
-        waiting = 0
-        three_waiting = threading.Event()
-
-        def wait(self, timeout=None):
-            CountingCondition.waiting += 1   # under the mutex, like all of sync()
-            if CountingCondition.waiting == 3:
-                CountingCondition.three_waiting.set()
-            return super().wait(timeout)
-
-    sync._flushed = CountingCondition(sync._mutex)   # pylint: disable=protected-access
-    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
-    leader = threading.Thread(target=sync.sync)
-    leader.start()
-    assert in_flush.wait(timeout=5)
-    followers = [threading.Thread(target=sync.sync) for _ in range(3)]
-    for follower in followers:
-        follower.start()
-    assert CountingCondition.three_waiting.wait(timeout=5)
-    release.set()
-    for thread in [leader, *followers]:
-        thread.join(timeout=5)
-    os.close(fd)
-    assert len(flushes) == 2
-
-
-def test_a_failed_flush_is_reported_to_its_caller_and_the_next_one_retries(tmp_path,
-                                                                            monkeypatch):
-    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
-    sync = GroupSync(fd)
-    calls = []
-
-    def failing_once(_fd):
+    def fdatasync(_fd):
         calls.append(1)
         if len(calls) == 1:
-            raise OSError(5, "I/O error")
+            in_flush.set()
+            gate.wait(TIMEOUT)        # the first batch's flush, held
+        else:
+            raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(os, "fdatasync", failing_once)
-    with pytest.raises(OSError):
-        sync.sync()
-    sync.sync()
-    os.close(fd)
+    monkeypatch.setattr(storage.os, "fdatasync", fdatasync)
+    outcomes = {}
+
+    def append(number):
+        try:
+            store.accept(job(number))
+            outcomes[number] = "ok"
+        except JournalError as exc:
+            outcomes[number] = exc.strerror
+
+    first = threading.Thread(target=append, args=(1,))
+    first.start()
+    assert in_flush.wait(TIMEOUT)
+    others = [threading.Thread(target=append, args=(n,)) for n in (2, 3)]
+    for thread in others:
+        thread.start()
+    journal = store._journal   # pylint: disable=protected-access
+    with journal._mutex:   # pylint: disable=protected-access
+        assert journal._written.wait_for(   # pylint: disable=protected-access
+            lambda: len(journal._waiting) == 2, TIMEOUT)   # pylint: disable=protected-access
+    gate.set()   # batch 1 succeeds; batch 2 (jobs 2 and 3) fails its one flush
+    for thread in [first, *others]:
+        thread.join(timeout=TIMEOUT)
+    assert outcomes == {1: "ok", 2: "Input/output error", 3: "Input/output error"}
     assert len(calls) == 2
+
+
+def test_the_writer_holds_no_lock_while_it_writes(tmp_path, stores, monkeypatch):
+    store, _ = stores(tmp_path)
+    journal = store._journal   # pylint: disable=protected-access
+    stuck = StuckWrite(journal.segments._fd, gate=threading.Event())   # pylint: disable=protected-access
+    monkeypatch.setattr(storage.os, "write", stuck)
+    appender = threading.Thread(target=store.accept, args=(job(1),))
+    appender.start()
+    assert stuck.entered.wait(TIMEOUT)
+    try:
+        assert journal._mutex.acquire(timeout=1.0)   # pylint: disable=protected-access
+        journal._mutex.release()   # pylint: disable=protected-access
+    finally:
+        stuck.gate.set()
+    appender.join(timeout=TIMEOUT)
+
+
+def test_an_append_waits_for_the_writer_no_longer_than_its_timeout(tmp_path, stores,
+                                                                   monkeypatch):
+    store, _ = stores(tmp_path)
+    journal = store._journal   # pylint: disable=protected-access
+    journal.timeout = 0.2
+    stuck = StuckWrite(journal.segments._fd, gate=threading.Event())   # pylint: disable=protected-access
+    monkeypatch.setattr(storage.os, "write", stuck)
+    try:
+        with pytest.raises(JournalError, match="did not answer within 0.2 s"):
+            store.accept(job(1))
+    finally:
+        stuck.gate.set()
+
+
+def test_segments_of_finished_jobs_are_deleted_and_no_others(tmp_path, stores, monkeypatch):
+    monkeypatch.setattr(storage, "SEGMENT_LINES", 5)
+    store, _ = stores(tmp_path)
+    for number in range(1, 13):          # segments: 1..5 | 6..10 | 11, 12
+        store.accept(job(number))
+    assert segments(tmp_path) == [".journal-1.jsonl", ".journal-2.jsonl", ".journal-3.jsonl"]
+    store.finished_below(8)              # jobs 1-7 are done, 8 is not
+    for number in range(13, 17):         # fills segment 3; the next append rotates
+        store.accept(job(number))
+    store.accept(job(17))
+    assert segments(tmp_path) == [".journal-2.jsonl", ".journal-3.jsonl", ".journal-4.jsonl"]
+    store.close()
+    _, recovered = stores(tmp_path)
+    assert [j.number for j in recovered.pending] == list(range(6, 18))
+
+
+def test_a_wiped_directory_is_re_created_and_numbering_goes_on(tmp_path, stores):
+    results = tmp_path / "results"
+    store, _ = stores(results)
+    for number in (1, 2):
+        store.accept(job(number))
+    shutil.rmtree(results)               # rm -rf results, dot files and all
+    store.accept(job(3))
+    assert (results / LOCK_NAME).exists()
+    assert journal_lines(results) == [
+        {"high": 2}, {"job": 3, "statistic": "global_mean", "question": "q", "state": None}]
+    with pytest.raises(DirectoryInUse):  # and it is owned again
+        JobStore(results).open("data.csv")
+    store.close()
+    _, recovered = stores(results)
+    assert [j.number for j in recovered.pending] == [3] and recovered.next_number == 4
+
+
+def test_a_wipe_with_nothing_accepted_after_it_keeps_numbering_at_close(tmp_path, stores):
+    store = JobStore(tmp_path / "results")
+    store.open("data.csv")
+    store.accept(job(1))
+    shutil.rmtree(tmp_path / "results")
+    store.close()
+    _, recovered = stores(tmp_path / "results")
+    assert recovered.next_number == 2
+
+
+def test_the_course_checkers_wipe_leaves_the_journal_alone(tmp_path, stores):
+    """``rm -rf results/*``: the shell's * does not match dot files."""
+    store, _ = stores(tmp_path)
+    store.accept(job(1))
+    store.write_result(1, b"{}")
+    store.accept(job(2))
+    for path in tmp_path.iterdir():
+        if not path.name.startswith("."):
+            path.unlink()
+    assert segments(tmp_path) and (tmp_path / LOCK_NAME).exists()
+    store.accept(job(3))
+    store.close()
+    _, recovered = stores(tmp_path)
+    assert [j.number for j in recovered.pending] == [1, 2, 3]
+
+
+def test_too_little_free_space_is_disk_full(tmp_path, stores):
+    store, _ = stores(tmp_path, min_free_mb=1 << 40)
+    with pytest.raises(DiskFull, match=r"MiB free in .*, \d+ MiB needed \(--min-free-mb\)"):
+        store.check_space()
+    roomy, _ = stores(tmp_path / "other", min_free_mb=1)
+    roomy.check_space()
+
+
+# -- recovery from what a crash or a person left ------------------------------------
+
+@pytest.mark.parametrize("line, problem", [
+    (b'{"job": 1e400, "statistic": "s", "question": "q"}', "bad job number"),
+    (b'{"job": -5, "statistic": "s", "question": "q"}', "bad job number"),
+    (b'{"job": 0, "statistic": "s", "question": "q"}', "bad job number"),
+    (b'{"job": 1.9, "statistic": "s", "question": "q"}', "bad job number"),
+    (b'{"job": true, "statistic": "s", "question": "q"}', "bad job number"),
+    (b'{"job": "7", "statistic": "s", "question": "q"}', "bad job number"),
+    (b'{"job": ' + str(10 ** 30).encode() + b', "statistic": "s", "question": "q"}',
+     "bad job number"),
+    (b"[" * 100_000, "not valid JSON"),
+    (b'{"job": 3, "statistic": 7, "question": "q"}', "not a string"),
+    (b'{"job": 3, "statistic": "s", "question": "q", "state": []}', "not a string"),
+    (b'["job", 3]', "not a JSON object"),
+    (b"\0\0\0\0", "not valid JSON"),
+    (b'{"high": -1}', "bad high-water mark"),
+])
+def test_a_damaged_journal_line_is_named(line, problem):
+    found, _, why = parse_journal_line(line)
+    assert found is None and problem in why
+
+
+def test_start_up_skips_every_damaged_line_with_its_number(tmp_path, stores, caplog):
+    good = AcceptedJob(4, "global_mean", "q").line()
+    bad = [b'{"job": 1e400}', b"[" * 30_000, b'{"job": -5}', b'{"job": 0}', b'{"job": 1.9}',
+           b'{"job": true}', b'{"job": "7"}', b'{"job": 1000000000000000000000000000000}',
+           b"x" * 100_000, b'{"job":36,']
+    (tmp_path / ".journal-1.jsonl").write_bytes(b"\n".join(bad) + b"\n" + good + b"\0" * 50)
+    _, recovered = stores(tmp_path)
+    assert recovered.pending == [AcceptedJob(4, "global_mean", "q")]
+    assert recovered.next_number == 5
+    assert "line 1: bad job number" in caplog.text
+    assert "line 2: not valid JSON" in caplog.text
+    assert "line 9: longer than 64 KiB" in caplog.text
+    assert "damaged lines skipped in all" in caplog.text
+    assert not list(tmp_path.glob("job_id_-5*"))
+
+
+def test_numbering_never_goes_back_even_with_no_job_lines_left(tmp_path, stores):
+    (tmp_path / ".journal-3.jsonl").write_text('{"high":41}\n{"job":36,')
+    _, recovered = stores(tmp_path)
+    assert recovered.next_number == 42
+
+
+def test_leftovers_of_a_crash_and_odd_entries_are_cleaned_or_skipped(tmp_path, stores,
+                                                                     caplog):
+    (tmp_path / ".job_id_1.json.tmp").write_text("{")
+    (tmp_path / ".job_id_2.json.tmp").mkdir()                    # odd: left alone, named
+    (tmp_path / "job_id_3.json").write_text("")                  # renamed, never flushed
+    (tmp_path / "job_id_4.json").symlink_to(tmp_path / "nowhere")   # dangling
+    (tmp_path / "job_id_5.json").write_bytes(b"garbage")
+    _, recovered = stores(tmp_path)
+    assert not (tmp_path / ".job_id_1.json.tmp").exists()
+    assert (tmp_path / ".job_id_2.json.tmp").is_dir()
+    assert "a directory named like a temporary file" in caplog.text
+    assert recovered.failed == {3: "result file is empty",
+                                4: "result file cannot be read (Too many levels of symbolic"
+                                   " links)",
+                                5: "result file is not valid JSON"}
+    assert recovered.next_number == 6
+
+
+def test_recovery_memory_does_not_grow_with_the_journal(tmp_path, stores):
+    with open(tmp_path / ".journal-1.jsonl", "wb") as journal:
+        for _ in range(20):
+            journal.write(b'{"job": 1, "pad": "' + b"x" * (1 << 20) + b'"}\n')
+        journal.write(AcceptedJob(2, "global_mean", "q").line())
+    tracemalloc.start()
+    try:
+        _, recovered = stores(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [j.number for j in recovered.pending] == [2]
+    assert peak < 1 << 20   # a 1 MiB line is never held whole

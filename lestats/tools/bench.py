@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import check
 from ..data import DEMO_FILE, DataIndex, load
 from .demo import scale
-from ..jobs import DONE, JobResult, job_number
+from ..jobs import JobResult, job_number
 from .soak import ServerProcess, proc_status
 from ..statistics import STATISTICS, prepare
 from ..storage import JobStore
@@ -92,7 +92,7 @@ class SyncJobs:
         self._index = index
         self._store = store
         self._lock = threading.Lock()   # guards _next
-        self._next = store.recover().next_number
+        self._next = store.open(index.source).next_number
 
     def submit(self, name: str, body: Any) -> str:
         """Compute, write the result, then hand out the id."""
@@ -105,7 +105,7 @@ class SyncJobs:
 
     def result(self, job_id: str, wait: float = 0.0) -> JobResult:   # pylint: disable=unused-argument
         """Always done."""
-        return JobResult(DONE, data_json=self._store.read_result(job_number(job_id)))
+        return JobResult("done", data_json=self._store.read_result(job_number(job_id)))
 
 
 def serve(kind: str, data: Optional[str] = None, results: Optional[str] = None) -> int:
@@ -520,4 +520,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
-

@@ -192,4 +192,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     all_passed, _ = run(args.cases_dir, args.url, args.timeout)
     print(f"time: {time.monotonic() - started:.2f} s")
     return 0 if all_passed else 1
-

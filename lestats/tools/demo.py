@@ -200,4 +200,3 @@ def _write(out: TextIO, args: argparse.Namespace) -> None:
         scale(args.source, out, args.rows, args.seed)
     else:
         generate(out, args.rows, args.seed)
-

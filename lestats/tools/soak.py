@@ -277,4 +277,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0 if report["lost"] == 0 and report["wrong"] == 0 else 1
-

@@ -1,0 +1,171 @@
+"""The event bus: what the pool and the job layer do, told to whoever watches.
+
+The pool publishes worker waits and wake-ups, notifications, shutdown and
+the end of the drain; the job layer publishes jobs accepted, started and
+finished.  ``GET /api/events`` streams them as Server-Sent Events
+(``sse_stream``), and ``--trace`` writes them to a file (``trace``).
+"""
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+Event = Tuple[int, str, Dict[str, Any]]
+"""(sequence number, kind, fields)."""
+
+BUFFER = 1000        # events a subscriber may fall behind before it is dropped
+KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
+
+
+class EventBus:
+    """Fans each published event out to every subscriber's bounded buffer.
+
+    ``publish`` is called with the pool's mutex held (lock order: the job
+    mutex, the pool mutex, then this bus's), so it never blocks and never
+    calls out: it appends to each buffer and notifies.  A subscriber whose
+    buffer is full is dropped on the spot (a "dropped" event is its last),
+    so a slow reader can never slow the pool; a lossy one (the trace writer)
+    counts what it missed instead.
+
+    ``_mutex`` guards ``_subscribers``, ``_seq``, ``_closed`` and every
+    Subscription's buffer and flags.  Each Subscription's ``_ready`` (on the
+    mutex) is notified when an event is added to it or it is closed.
+
+    ``listening`` is True while anyone subscribes.  Publishers read it
+    without the lock, so that publishing costs one attribute read while
+    nobody watches; a stale read at worst gives one event to a subscriber
+    that is leaving, or misses one for a subscriber that is arriving.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._subscribers: List["Subscription"] = []
+        self._seq = 0
+        self._closed = False
+        self.listening = False
+
+    def subscribe(self, limit: int = BUFFER, lossy: bool = False) -> "Subscription":
+        """A new subscription, receiving every event published from now on."""
+        with self._mutex:
+            subscription = Subscription(self, limit, lossy)
+            if self._closed:
+                subscription.closed = True
+            else:
+                self._subscribers.append(subscription)
+                self.listening = True
+            return subscription
+
+    def publish(self, kind: str, fields: Dict[str, Any]) -> None:
+        """Give the event to every subscriber; never blocks."""
+        with self._mutex:
+            self._seq += 1
+            event = (self._seq, kind, fields)
+            overflowed = [subscription for subscription in self._subscribers
+                          if not subscription.offer(event)]
+            for subscription in overflowed:
+                self._subscribers.remove(subscription)
+                subscription.drop(self._seq, fields.get("t", time.time()))
+            self.listening = bool(self._subscribers)
+
+    def close(self) -> None:
+        """End every subscription (the server is stopping); later ones start closed."""
+        with self._mutex:
+            self._closed = True
+            for subscription in self._subscribers:
+                subscription.end()
+            self._subscribers.clear()
+            self.listening = False
+
+    def _unsubscribe(self, subscription: "Subscription") -> None:
+        with self._mutex:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+            subscription.end()
+            self.listening = bool(self._subscribers)
+
+
+class Subscription:
+    """One subscriber's buffer.  Everything here is guarded by the bus's
+    mutex; ``offer``, ``drop`` and ``end`` are called with it held."""
+
+    def __init__(self, bus: EventBus, limit: int, lossy: bool):
+        self._bus = bus
+        self._limit = limit
+        self._lossy = lossy
+        self._buffer: Deque[Event] = deque()
+        self._ready = threading.Condition(bus._mutex)   # pylint: disable=protected-access
+        self.closed = False
+        self.dropped = False
+        self.lost = 0
+
+    def offer(self, event: Event) -> bool:
+        """Buffer ``event``; False if the buffer is full and this
+        subscriber is not lossy (the bus then drops it)."""
+        if len(self._buffer) >= self._limit:
+            if not self._lossy:
+                return False
+            self.lost += 1
+            return True
+        self._buffer.append(event)
+        self._ready.notify()
+        return True
+
+    def drop(self, seq: int, moment: float) -> None:
+        """This subscriber fell behind: its last event says so."""
+        self.dropped = True
+        self._buffer.append((seq, "dropped", {
+            "reason": f"fell more than {self._limit} events behind", "t": moment}))
+        self.end()
+
+    def end(self) -> None:
+        """No more events will come."""
+        self.closed = True
+        self._ready.notify()
+
+    def get(self, timeout: Optional[float] = None) -> Optional[List[Event]]:
+        """The events buffered so far, waiting up to ``timeout`` seconds for
+        one: [] if none came, None once closed and empty."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._buffer or self.closed, timeout)
+            if not self._buffer:
+                return None if self.closed else []
+            events = list(self._buffer)
+            self._buffer.clear()
+            return events
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._bus._unsubscribe(self)   # pylint: disable=protected-access
+
+
+def sse_bytes(event: Event) -> bytes:
+    """One event in the Server-Sent Events format."""
+    seq, kind, fields = event
+    data = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+    return f"id: {seq}\nevent: {kind}\ndata: {data}\n\n".encode("utf-8")
+
+
+def sse_stream(subscription: Subscription) -> Iterator[bytes]:
+    """The body of ``GET /api/events``: events as they come, a comment line
+    after KEEP_ALIVE seconds of silence (so that a client that went away is
+    noticed), until the subscription ends.  Closing the iterator unsubscribes."""
+    try:
+        yield b"retry: 2000\n\n"
+        while True:
+            events = subscription.get(KEEP_ALIVE)
+            if events is None:
+                return
+            if not events:
+                yield b": keep-alive\n\n"
+                continue
+            yield b"".join(sse_bytes(event) for event in events)
+            if subscription.dropped:
+                log.warning("an event stream fell behind and was dropped")
+                return
+    finally:
+        subscription.close()

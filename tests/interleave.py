@@ -1,0 +1,172 @@
+"""Tools to force an interleaving instead of hoping for it.
+
+CPython switches threads only every few milliseconds, so a race in a few
+lines of straight-line code almost never shows under load.  These tools put
+a switch point exactly where a race would bite:
+
+* ``pause_after_read(obj, name, ...)``: the chosen thread reads attribute
+  ``name``, then stops (as if the scheduler switched away) until released,
+  and goes on with the value it read.  If the code reads it under a lock,
+  every other thread that needs the lock waits too; if not, they overtake.
+* ``SwitchingCondition``: a Condition whose chosen waiter, once woken, stops
+  before it re-takes the lock, so other threads can run first (the window
+  every ``while not predicate: wait()`` loop exists for).
+* ``SpuriousCondition``: a Condition whose first wait returns at once, as
+  POSIX allows a wake-up to.
+* ``voluntary_switches(thread)``: how often a thread has gone to sleep, from
+  /proc (an idle thread that polls sleeps many times a second).
+"""
+
+import threading
+from typing import Callable, Optional
+
+TIMEOUT = 5.0   # no forced pause or gate in these tests waits longer
+
+
+class Pause:
+    """A switch point: ``reached`` is set when the chosen thread stops there,
+    and it goes on when ``release`` is set (or after TIMEOUT, so that a test
+    of broken code fails instead of hanging).  ``arrivals(n, timeout)`` waits
+    until n threads have come to it."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self._count = 0
+        self._arrived = threading.Condition()
+
+    def stop_here(self) -> None:
+        """Called by the chosen thread at the switch point."""
+        with self._arrived:
+            self._count += 1
+            self._arrived.notify_all()
+        self.reached.set()
+        self.release.wait(TIMEOUT)
+
+    def arrivals(self, count: int, timeout: float) -> bool:
+        """True once ``count`` threads have reached the switch point."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self._count >= count, timeout)
+
+
+class IdleWatch:
+    """An events sink for a ThreadPool that lets a test wait until a given
+    number of workers wait for a task (the pool publishes under its mutex,
+    right after each change of its idle count).  It also keeps the events."""
+
+    def __init__(self, listening: bool = True) -> None:
+        self.listening = listening
+        self.events: list = []
+        self._changed = threading.Condition()
+
+    def publish(self, kind: str, fields: dict) -> None:
+        """Called by the pool with its mutex held."""
+        with self._changed:
+            self.events.append((kind, fields))
+            self._changed.notify_all()
+
+    def kinds(self) -> list:
+        """The kinds of the events so far."""
+        return [kind for kind, _ in self.events]
+
+    def wait_idle(self, pool, count: int) -> None:
+        """Wait until ``count`` workers of ``pool`` wait on its Condition."""
+        with self._changed:
+            assert self._changed.wait_for(
+                lambda: pool._idle == count, TIMEOUT), (   # pylint: disable=protected-access
+                f"{pool._idle} workers idle, not {count}")   # pylint: disable=protected-access
+        with pool._mutex:   # pylint: disable=protected-access
+            pass   # whoever counted itself idle last has let go of it in wait()
+
+
+def pause_after_read(obj: object, name: str, chosen: Callable[[], bool],
+                     times: int = 1) -> Pause:
+    """Make the next ``times`` reads of ``obj.name`` by a thread for which
+    ``chosen()`` is true stop right after the read (see Pause)."""
+    pause = Pause()
+    value_key = f"_paused_{name}"
+    obj.__dict__[value_key] = obj.__dict__.pop(name)
+    left = [times]
+
+    def read(self):
+        value = self.__dict__[value_key]
+        if left[0] > 0 and chosen():
+            left[0] -= 1
+            pause.stop_here()
+        return value
+
+    def write(self, value):
+        self.__dict__[value_key] = value
+
+    obj.__class__ = type(obj.__class__.__name__, (obj.__class__,),
+                         {name: property(read, write)})
+    return pause
+
+
+def in_thread(name_prefix: str) -> Callable[[], bool]:
+    """A ``chosen`` test: the current thread's name starts with ``name_prefix``."""
+    return lambda: threading.current_thread().name.startswith(name_prefix)
+
+
+class SwitchingCondition(threading.Condition):
+    """A Condition whose next waiter to wake after ``arm()`` lets go of the
+    lock and stops at ``pause`` before taking it back: other threads run
+    between its wake-up and its re-check."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self.pause = Pause()
+        self._armed = False
+
+    def arm(self) -> None:
+        """The next waiter to wake stops (call with the lock held or before
+        any wake-up can happen)."""
+        self._armed = True
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        woken = super().wait(timeout)
+        if self._armed:
+            self._armed = False
+            self.release()
+            try:
+                self.pause.stop_here()
+            finally:
+                self.acquire()
+        return woken
+
+
+class SpuriousCondition(threading.Condition):
+    """A Condition whose first wait returns at once without a notify;
+    ``waits`` counts every call, and ``second_wait`` is set on the second."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self.waits = 0
+        self.second_wait = threading.Event()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        self.waits += 1
+        if self.waits == 1:
+            return True
+        self.second_wait.set()
+        return super().wait(timeout)
+
+
+def native_id(thread: threading.Thread) -> Optional[int]:
+    """The kernel's id of ``thread`` (Python 3.8+), or None."""
+    return getattr(thread, "native_id", None)
+
+
+def voluntary_switches(thread: threading.Thread) -> Optional[int]:
+    """How many times ``thread`` has gone to sleep (Linux), or None."""
+    tid = native_id(thread)
+    if tid is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{tid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
