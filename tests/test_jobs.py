@@ -382,14 +382,14 @@ def test_result_waits_for_a_running_job_and_is_woken_when_it_finishes(managers):
         assert manager.result("job_id_1", wait=0.02).status == "running"   # gave up waiting
         answers = []
         pollers = [threading.Thread(target=lambda: answers.append(
-            manager.result("job_id_1", wait=60))) for _ in range(2)]
+            manager.result("job_id_1", wait=30)), daemon=True) for _ in range(2)]
         for poller in pollers:
             poller.start()
         with manager._mutex:   # pylint: disable=protected-access
             assert manager._waiters[0][0].wait_for(   # pylint: disable=protected-access
                 lambda: manager._waiters[0][1] == 2, TIMEOUT)   # pylint: disable=protected-access
     finally:
-        gate.set()   # the job runs; its finish wakes both pollers, long before 60 s
+        gate.set()   # the job runs; its finish wakes both pollers, long before 30 s
     for poller in pollers:
         poller.join(timeout=TIMEOUT)
         assert not poller.is_alive(), "a poller was not woken when its job finished"
@@ -407,7 +407,7 @@ def test_a_waiter_that_wakes_for_nothing_waits_again(managers):
         manager._waiters[0] = [spurious, 0]   # pylint: disable=protected-access
         answers = []
         poller = threading.Thread(target=lambda: answers.append(
-            manager.result("job_id_1", wait=60)))
+            manager.result("job_id_1", wait=30)), daemon=True)
         poller.start()
         assert spurious.second_wait.wait(2.0), "the first (spurious) wake-up was believed"
     finally:
@@ -426,7 +426,8 @@ def test_a_finishing_job_wakes_only_its_own_waiters(managers):
         manager.submit("global_mean", ASK)
         pool.submit(lambda: second_gate.wait(TIMEOUT))   # holds the worker after job 1
         manager.submit("global_mean", {"question": MUSCLE})
-        poller = threading.Thread(target=lambda: manager.result("job_id_2", wait=60))
+        poller = threading.Thread(target=lambda: manager.result("job_id_2", wait=30),
+                                  daemon=True)
         poller.start()
         with manager._mutex:   # pylint: disable=protected-access
             assert manager._waiters[1][0].wait_for(   # pylint: disable=protected-access

@@ -202,6 +202,23 @@ def test_join_returns_within_its_timeout_even_after_shutdown():
     assert pool.join(timeout=TIMEOUT)
 
 
+def test_joins_deadline_covers_the_wait_for_the_threads_too():
+    """After shutdown, join also waits for the threads to exit: within the
+    same deadline, even if one of them does not."""
+    pool = watched_pool(1, "deadline")
+    pool.shutdown()
+    stuck = threading.Event()
+    straggler = threading.Thread(target=stuck.wait, args=(TIMEOUT,), daemon=True)
+    straggler.start()
+    pool._threads.append(straggler)   # pylint: disable=protected-access
+    try:
+        began = time.monotonic()
+        assert not pool.join(timeout=0.2)
+        assert time.monotonic() - began < 2.0
+    finally:
+        stuck.set()
+
+
 def test_a_full_queue_refuses_and_the_invariant_holds():
     pool = watched_pool(1, "full-pool", max_queued=2)
     gate = threading.Event()

@@ -304,14 +304,18 @@ def test_segments_of_finished_jobs_are_deleted_and_no_others(tmp_path, stores, m
     for number in range(1, 13):          # segments: 1..5 | 6..10 | 11, 12
         store.accept(job(number))
     assert segments(tmp_path) == [".journal-1.jsonl", ".journal-2.jsonl", ".journal-3.jsonl"]
-    store.finished_below(8)              # jobs 1-7 are done, 8 is not
+    store.finished_below(10)             # jobs 1-9 are done, job 10 is not
     for number in range(13, 17):         # fills segment 3; the next append rotates
         store.accept(job(number))
     store.accept(job(17))
     assert segments(tmp_path) == [".journal-2.jsonl", ".journal-3.jsonl", ".journal-4.jsonl"]
+    store.finished_below(11)             # now segment 2 (jobs 6-10) is all done
+    for number in range(18, 23):
+        store.accept(job(number))
+    assert segments(tmp_path) == [".journal-3.jsonl", ".journal-4.jsonl", ".journal-5.jsonl"]
     store.close()
     _, recovered = stores(tmp_path)
-    assert [j.number for j in recovered.pending] == list(range(6, 18))
+    assert [j.number for j in recovered.pending] == list(range(11, 23))
 
 
 def test_a_wiped_directory_is_re_created_and_numbering_goes_on(tmp_path, stores):
