@@ -128,8 +128,10 @@ def parse_journal_line(raw: bytes) -> Tuple[Optional[AcceptedJob], int, Optional
     if not isinstance(record, dict):
         return None, 0, "not a JSON object"
     if "high" in record:
-        high = _job_number(record["high"])
-        return (None, high, None) if high else (None, 0, "bad high-water mark")
+        high = record["high"]
+        if type(high) is int and 0 <= high <= HIGHEST_JOB:   # pylint: disable=unidiomatic-typecheck
+            return None, high, None
+        return None, 0, "bad high-water mark"
     number = _job_number(record.get("job"))
     if number is None:
         return None, 0, f"bad job number {str(record.get('job'))[:40]!r}"

@@ -129,9 +129,12 @@ def test_a_directory_every_user_may_write_is_refused_unless_sticky(tmp_path, sto
 
 # -- the journal ---------------------------------------------------------------------
 
-def test_accepted_jobs_come_back_until_they_have_a_result(tmp_path, stores):
+def test_accepted_jobs_come_back_until_they_have_a_result(tmp_path, stores, caplog):
     store = JobStore(tmp_path)
     assert store.open("data.csv").next_number == 1
+    store.close()
+    store = JobStore(tmp_path)
+    assert store.open("data.csv").next_number == 1   # an empty journal is not a damaged one
     for number in (1, 2, 3):
         store.accept(job(number))
     store.write_result(2, b'{"global_mean": 1.0}')
@@ -140,6 +143,7 @@ def test_accepted_jobs_come_back_until_they_have_a_result(tmp_path, stores):
     assert again.finished == [2]
     assert again.pending == [job(1), job(3)]
     assert again.next_number == 4
+    assert "skipped" not in caplog.text
 
 
 def test_recovery_rewrites_the_journal_with_just_the_pending_jobs(tmp_path, stores):
@@ -386,6 +390,7 @@ def test_too_little_free_space_is_disk_full(tmp_path, stores):
     (b'["job", 3]', "not a JSON object"),
     (b"\0\0\0\0", "not valid JSON"),
     (b'{"high": -1}', "bad high-water mark"),
+    (b'{"high": true}', "bad high-water mark"),
 ])
 def test_a_damaged_journal_line_is_named(line, problem):
     found, _, why = parse_journal_line(line)

@@ -1,27 +1,43 @@
-"""A soak run: mixed traffic against a real server process that is killed
-with SIGKILL and restarted, then a check that no accepted job was lost.
+"""A soak run: mixed traffic against a real server process while it is
+killed, restarted, wiped, doubled and signalled; then a check that no
+accepted job was lost and no job id was handed out twice.
 
-    python3 -m lestats soak [--seconds 30] [--clients 6] [--kill-every 5]
+    python3 -m lestats soak [--seconds 30] [--clients 6] [--kill-every S]
 
 Several client threads send valid statistic requests (remembering every job
-id they are given), invalid bodies, and hostile raw requests, while the main
-thread kills the server with SIGKILL every few seconds and starts it again on
-the same results directory.  At the end the server is stopped with SIGTERM
-(which drains it), started once more, and every job id any client received
-must be "done" with the right result.  It prints accepted, finished, lost,
-errors by kind, peak threads and peak RSS, and exits 1 if anything was lost.
-Loopback only; every loop is bounded in time.
+id they are given), invalid bodies and hostile raw requests, while the main
+thread, at each event of the run (the 2nd, 3rd and 4th are special):
+
+* kills the server with SIGKILL and starts it again on the same results
+  directory, every ``--kill-every`` seconds (by default a sixth of the run,
+  at most 5 s, so that a short run kills too);
+* starts a second server on the same results directory, which must refuse
+  (exit 2) without changing anything;
+* runs ``rm -rf results/*`` (as the course checker does) under load, and
+  kills the server right after;
+* sends SIGTERM and SIGINT back to back, which must stop it at once (exit 0).
+
+Then the server is stopped with SIGTERM (a drain), started once more, and
+every job id a client received must be "done" with the right result.  Run
+as root, it also fills a small tmpfs holding the results directory, and
+checks that a full disk loses no accepted job and tears no journal line.
+The server is started with its standard error a pipe nobody reads (after
+the banner), so a server that writes much there would hang.  Exit 1 if a
+job was lost or wrong, or an id was handed out twice.  Loopback only;
+every loop is bounded in time.
 """
 
 import argparse
 import http.client
 import json
+import os
 import random
 import re
 import signal
 import socket
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -115,21 +131,45 @@ HOSTILE = [
 ]
 
 
+SCENARIO_NOTES = {
+    "accepted": "job ids the clients were given",
+    "finished": "of those, done with the right result after the last restart",
+    "lost": "given an id, then not done (must be 0)",
+    "wrong": "done with another result than the statistic's (must be 0)",
+    "duplicate_ids": "ids given out more than once (must be 0)",
+    "wiped": "given out before a wipe and gone with it (the wipe deleted their results)",
+    "num_jobs_after_restart": "jobs still unfinished after the final drain (must be 0)",
+    "seconds": "how long the run took",
+    "kills": "SIGKILL + restart cycles",
+    "second_server": "what a second server on the same directory did (must refuse, exit 2)",
+    "wipes": "rm -rf results/* under load, each followed by a kill",
+    "double_signal_exit": "exit status after SIGTERM + SIGINT back to back (must be 0)",
+    "sigterm_exit": "exit status of the final drain (must be 0)",
+    "full_disk": "the full-disk check (root only)",
+    "errors": "answers other than 200, and client-side errors, by kind",
+    "peak_threads": "most threads the server had",
+    "peak_rss_mib": "most memory the server used",
+    "examples": "a few lost or wrong jobs, if any",
+}
+
+
 class Soak:  # pylint: disable=too-many-instance-attributes
     """One soak run; ``run`` returns the report as a dict."""
 
     def __init__(self, index: DataIndex, data: Path, workdir: Path, clients: int,
-                 workers: int, client_timeout: float, seed: int):
+                 extra: Sequence[str], seed: int):
         self.index = index
         self.data = data
+        self.workdir = workdir
         self.results = workdir / "results"
         self.log = workdir / "webserver.log"
         self.clients = clients
-        self.extra = ["--workers", str(workers), "--client-timeout", str(client_timeout)]
+        self.extra = list(extra)
         self.seed = seed
         self.stop = threading.Event()
         self.server: Optional[ServerProcess] = None
         self.received: List[Tuple[str, str, Dict[str, str]]] = []   # list.append is atomic
+        self.wiped_before = 0      # how many received ids came before the last wipe
         self.errors: Counter = Counter()
         self.peak_threads = 0
         self.peak_rss_kib = 0
@@ -147,12 +187,7 @@ class Soak:  # pylint: disable=too-many-instance-attributes
 
     def valid_request(self, rng: random.Random) -> Tuple[str, Dict[str, str]]:
         """A statistic and a body the data can answer."""
-        name = rng.choice(sorted(STATISTICS))
-        question = rng.choice(self.questions)
-        body = {"question": question}
-        if STATISTICS[name].needs_state:
-            body["state"] = rng.choice(sorted(self.index.questions[question].state_means))
-        return name, body
+        return random_request(self.index, rng)
 
     def client(self, number: int) -> None:
         """Send mixed traffic until told to stop."""
@@ -191,8 +226,46 @@ class Soak:  # pylint: disable=too-many-instance-attributes
         while not self.stop.wait(0.1):
             self.note_peaks()
 
+    def kill_and_restart(self) -> None:
+        """SIGKILL, then the same server again on the same directory."""
+        self.note_peaks()
+        self.server.kill()
+        self.start_server()
+
+    def second_server(self) -> str:
+        """Start another server on the results directory in use: it must stop."""
+        other = subprocess.run(
+            [sys.executable, str(RUN_PY), "--port", "0", "--data", str(self.data),
+             "--results-dir", str(self.results), "--log-file", str(self.workdir / "second.log")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            cwd=self.workdir, check=False)
+        refused = other.returncode == 2 and "is in use by another lestats server" in other.stderr
+        return "refused, exit 2" if refused else f"exit {other.returncode}: {other.stderr[:200]}"
+
+    def wipe_and_kill(self) -> None:
+        """``rm -rf results/*`` under load, then a kill right after."""
+        self.wiped_before = len(self.received)
+        for path in self.results.glob("[!.]*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+        self.stop.wait(0.2)   # let some jobs be accepted after the wipe
+        self.kill_and_restart()
+
+    def double_signal(self) -> int:
+        """SIGTERM and SIGINT back to back: the second means "stop now"."""
+        self.note_peaks()
+        self.server.process.send_signal(signal.SIGTERM)
+        self.server.process.send_signal(signal.SIGINT)
+        code = self.server.process.wait(timeout=30)
+        self.server.process.stderr.close()
+        self.start_server()
+        return code
+
     def run(self, seconds: float, kill_every: float) -> Dict[str, Any]:
-        """Traffic with kills for ``seconds``, then the check."""
+        """Traffic with kills, a second server, a wipe and a double signal
+        for ``seconds``, then the check."""
         started = time.monotonic()
         self.start_server()
         threads = [threading.Thread(target=self.client, args=(n,), daemon=True)
@@ -200,23 +273,34 @@ class Soak:  # pylint: disable=too-many-instance-attributes
         threads.append(threading.Thread(target=self.monitor, daemon=True))
         for thread in threads:
             thread.start()
-        kills = 0
+        report: Dict[str, Any] = {"kills": 0, "wipes": 0}
+        # The 2nd, 3rd and 4th events are these, in place of a kill.
+        special = {2: "second server", 3: "wipe", 4: "double signal"}
         deadline = started + seconds
+        count = 0
         while not self.stop.wait(max(0.0, min(kill_every, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 break
-            self.note_peaks()
-            self.server.kill()
-            kills += 1
-            self.start_server()
+            count += 1
+            event = special.get(count, "kill")
+            if event == "second server":
+                report["second_server"] = self.second_server()
+            elif event == "wipe":
+                self.wipe_and_kill()
+                report["wipes"] += 1
+            elif event == "double signal":
+                report["double_signal_exit"] = self.double_signal()
+            else:
+                self.kill_and_restart()
+                report["kills"] += 1
         self.stop.set()
         for thread in threads:
             thread.join(timeout=30)
         self.note_peaks()
         exit_code = self.server.stop()   # SIGTERM: drains
-        report = self.verify()
-        report.update(seconds=round(time.monotonic() - started, 1), kills=kills,
-                      sigterm_exit=exit_code, errors=dict(sorted(self.errors.items())),
+        report.update(self.verify())
+        report.update(seconds=round(time.monotonic() - started, 1), sigterm_exit=exit_code,
+                      errors=dict(sorted(self.errors.items())),
                       peak_threads=self.peak_threads,
                       peak_rss_mib=round(self.peak_rss_kib / 1024, 1))
         return report
@@ -225,55 +309,143 @@ class Soak:  # pylint: disable=too-many-instance-attributes
         """Restart once more and check every received job id."""
         self.start_server()
         try:
-            finished = lost = wrong = 0
-            examples = []
-            for job_id, name, body in self.received:
-                query = prepare(self.index, name, body)
-                expected = json.loads(json.dumps(query.compute(self.index)))
-                status, answer = call(self.server.port, "GET", f"/api/get_results/{job_id}")
-                if status != 200 or answer.get("status") != "done":
-                    lost += 1
-                    examples.append(f"{job_id}: {status} {answer}")
-                    continue
-                difference = first_difference(expected, answer["data"])
-                if difference:
-                    wrong += 1
-                    examples.append(f"{job_id}: {difference}")
-                else:
-                    finished += 1
+            outcome = check_received(self.server.port, self.index, self.received,
+                                     self.wiped_before)
             _, num_jobs = call(self.server.port, "GET", "/api/num_jobs")
         finally:
             self.server.stop()
-        return {"accepted": len(self.received), "finished": finished, "lost": lost,
-                "wrong": wrong, "num_jobs_after_restart": num_jobs["num_jobs"],
-                "examples": examples[:5]}
+        outcome["num_jobs_after_restart"] = num_jobs["num_jobs"]
+        return outcome
+
+
+def random_request(index: DataIndex, rng: random.Random) -> Tuple[str, Dict[str, str]]:
+    """A statistic and a body ``index`` can answer."""
+    name = rng.choice(sorted(STATISTICS))
+    question = rng.choice(sorted(index.questions))
+    body = {"question": question}
+    if STATISTICS[name].needs_state:
+        body["state"] = rng.choice(sorted(index.questions[question].state_means))
+    return name, body
+
+
+def check_received(port: int, index: DataIndex, received: List[Tuple[str, str, Dict[str, str]]],
+                   wiped_before: int = 0) -> Dict[str, Any]:
+    """Ask a server for every received job id: finished, lost, wrong,
+    wiped (before ``wiped_before``: their results were deleted by a wipe),
+    and ids given out twice."""
+    counts = Counter()
+    examples = []
+    for position, (job_id, name, body) in enumerate(received):
+        query = prepare(index, name, body)
+        expected = json.loads(json.dumps(query.compute(index)))
+        status, answer = call(port, "GET", f"/api/get_results/{job_id}")
+        if status != 200 or answer.get("status") != "done":
+            counts["wiped" if position < wiped_before else "lost"] += 1
+            if position >= wiped_before:
+                examples.append(f"{job_id}: {status} {answer}")
+            continue
+        difference = first_difference(expected, answer["data"])
+        if difference:
+            counts["wrong"] += 1
+            examples.append(f"{job_id}: {difference}")
+        else:
+            counts["finished"] += 1
+    ids = [job_id for job_id, _, _ in received]
+    return {"accepted": len(ids), "finished": counts["finished"], "lost": counts["lost"],
+            "wrong": counts["wrong"], "duplicate_ids": len(ids) - len(set(ids)),
+            "wiped": counts["wiped"], "examples": examples[:5]}
+
+
+def full_disk(index: DataIndex, data: Path, workdir: Path, seconds: float) -> Dict[str, Any]:
+    """Fill a 4 MiB tmpfs holding the results directory with result files,
+    kill the server, give the disk room, restart: every job id given out
+    must be done, and no journal line torn.  Root only (it mounts)."""
+    if os.geteuid() != 0:
+        return {"skipped": "needs root to mount a small tmpfs"}
+    disk = workdir / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        return {"skipped": f"cannot mount a tmpfs: {mounted.stderr.strip()[:200]}"}
+    try:
+        results, log = disk / "results", workdir / "full-disk.log"
+        server = ServerProcess(data, results, log, ["--workers", "2", "--min-free-mb", "0"])
+        received, refused = [], Counter()
+        rng = random.Random(7)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and sum(refused.values()) < 200:
+            name, body = random_request(index, rng)
+            status, answer = call(server.port, "POST", f"/api/{name}", body)
+            if status == 200:
+                received.append((answer["job_id"], name, body))
+            else:
+                refused[status] += 1
+        server.kill()
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        again = ServerProcess(data, results, log, ["--workers", "2"])
+        try:
+            outcome = check_received(again.port, index, received)
+        finally:
+            again.stop()
+        damaged = log.read_text(encoding="utf-8", errors="replace").count("; skipped")
+        return {"accepted": outcome["accepted"], "lost": outcome["lost"],
+                "wrong": outcome["wrong"], "duplicate_ids": outcome["duplicate_ids"],
+                "refused_while_full": dict(refused), "damaged_journal_lines": damaged}
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run a soak and print its report; exit 1 if a job was lost or wrong."""
     parser = argparse.ArgumentParser(prog="python3 -m lestats soak",
-                                     description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--kill-every", type=float, default=5.0,
-                        help="seconds between SIGKILL/restart cycles")
-    parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--client-timeout", type=float, default=2.0)
-    parser.add_argument("--data", type=Path, default=DEMO_FILE)
-    parser.add_argument("--seed", type=int, default=1)
+                                     description=__doc__.split("\n\n", maxsplit=1)[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the run")
+    parser.add_argument("--kill-every", type=float,
+                        help="seconds between events (default: a sixth of the run, at most 5)")
+    parser.add_argument("--clients", type=int, default=6, help="client threads")
+    parser.add_argument("--workers", type=int, default=2, help="the server's worker threads")
+    parser.add_argument("--client-timeout", type=float, default=2.0,
+                        help="the server's --client-timeout")
+    parser.add_argument("--data", type=Path, default=DEMO_FILE, help="the survey CSV")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the traffic")
+    parser.add_argument("--no-full-disk", action="store_true",
+                        help="skip the full-disk check (it needs root)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
+    kill_every = args.kill_every or min(5.0, args.seconds / 6)
+    extra = ["--workers", str(args.workers), "--client-timeout", str(args.client_timeout)]
+    index = load(args.data)
     with tempfile.TemporaryDirectory(prefix="lestats-soak-") as workdir:
-        soak = Soak(load(args.data), args.data, Path(workdir), args.clients, args.workers,
-                    args.client_timeout, args.seed)
-        report = soak.run(args.seconds, args.kill_every)
+        report = Soak(index, args.data, Path(workdir), args.clients, extra,
+                      args.seed).run(args.seconds, kill_every)
+        if not args.no_full_disk:
+            report["full_disk"] = full_disk(index, args.data, Path(workdir),
+                                            min(10.0, args.seconds))
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0 if passed(report) else 1
+
+
+def passed(report: Dict[str, Any]) -> bool:
+    """Nothing lost, wrong or given twice, here or on the full disk."""
+    disk = report.get("full_disk", {})
+    return (report["lost"] == report["wrong"] == report["duplicate_ids"] == 0
+            and report.get("second_server", "refused, exit 2") == "refused, exit 2"
+            and report.get("double_signal_exit", 0) == 0 and report["sigterm_exit"] == 0
+            and disk.get("lost", 0) == disk.get("wrong", 0) == disk.get("duplicate_ids", 0) == 0
+            and disk.get("damaged_journal_lines", 0) == 0)
+
+
+def print_report(report: Dict[str, Any]) -> None:
+    """Each line of the report, with what it means."""
     for key, value in report.items():
-        if key == "errors":
-            print("errors by kind:")
+        note = SCENARIO_NOTES.get(key, "")
+        if isinstance(value, dict) and key in ("errors", "full_disk"):
+            print(f"{key}:  ({note})")
             for kind, count in value.items():
                 print(f"  {kind}: {count}")
         else:
-            print(f"{key}: {value}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return 0 if report["lost"] == 0 and report["wrong"] == 0 else 1
+            print(f"{key}: {value}" + (f"  ({note})" if note else ""))
