@@ -175,7 +175,7 @@ def test_a_short_soak_loses_nothing(capsys):
     code = soak.main(["--seconds", "6", "--clients", "4", "--no-full-disk"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert re.search(r"\nkills: [1-9]", out)
+    assert re.search(r"(^|\n)kills: [1-9]", out)
     for line in ("lost: 0 ", "wrong: 0 ", "duplicate_ids: 0 ", "sigterm_exit: 0 ",
                  "wipes: 1 ", "second_server: refused, exit 2 ", "double_signal_exit: 0 ",
                  "num_jobs_after_restart: 0 "):
