@@ -19,6 +19,8 @@ import pytest
 from lestats.tools.soak import ServerProcess
 from conftest import OBESITY, TINY_ROWS, row, write_csv
 
+pytestmark = pytest.mark.browser
+
 sync_api = pytest.importorskip(
     "playwright.sync_api",
     reason="the page test needs the playwright package (pip install playwright)")

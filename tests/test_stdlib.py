@@ -16,6 +16,8 @@ def is_stdlib(name):
     names = getattr(sys, "stdlib_module_names", None)
     if names is not None:
         return name in names
+    if name in sys.builtin_module_names:
+        return True
     spec = importlib.util.find_spec(name)
     if spec is None:
         return False
