@@ -335,6 +335,118 @@ def step_checker(checker_dir: Optional[Path], workdir: Path, report: Dict[str, A
         "first_polls_running_pct": round(100 * running / max(1, cases), 2)}
 
 
+class Subscriber:
+    """A client of GET /api/events that reads every event until closed."""
+
+    def __init__(self, port: int):
+        self.events = 0
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self._connection.request("GET", "/api/events")
+        self._response = self._connection.getresponse()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self._response:
+                if line.startswith(b"event: "):
+                    self.events += 1
+        except (OSError, ValueError, http.client.HTTPException):
+            pass   # closed by close()
+
+    def close(self) -> None:
+        """Hang up."""
+        self._connection.sock.shutdown(2)
+        self._connection.close()
+        self._thread.join(timeout=10)
+
+
+def step_watching(data: Path, index: DataIndex, checker_dir: Optional[Path], seconds: float,
+                  workdir: Path, report: Dict[str, Any]) -> None:
+    """Step 7: what watching costs.  On one server, cycles/s at 1 and 4
+    clients with no page open and with 10 event-stream subscribers, taking
+    turns (so that the machine's drift counts against neither), and the
+    checker's results with 10 subscribers."""
+    mix = requests_mix(index, 900)
+    server = ServerProcess(data, workdir / "results-watch", workdir / "watch.log")
+    rates: Dict[str, Dict[int, List[float]]] = {"none": {1: [], 4: []}, "10": {1: [], 4: []}}
+    events = 0
+    try:
+        for _ in range(3):
+            for clients in (1, 4):
+                rates["none"][clients].append(measure_cycles(server.port, mix, clients,
+                                                             seconds)[0])
+                subscribers = [Subscriber(server.port) for _ in range(10)]
+                rates["10"][clients].append(measure_cycles(server.port, mix, clients,
+                                                           seconds)[0])
+                events += sum(subscriber.events for subscriber in subscribers)
+                for subscriber in subscribers:
+                    subscriber.close()
+        result: Dict[str, Any] = {
+            f"c{clients}": {"none": round(max(rates["none"][clients])),
+                            "10_subscribers": round(max(rates["10"][clients])),
+                            "ratio": round(max(rates["10"][clients])
+                                           / max(rates["none"][clients]), 3)}
+            for clients in (1, 4)}
+        result["events_received"] = events
+        if checker_dir is not None and (checker_dir / "cases").is_dir():
+            subscribers = [Subscriber(server.port) for _ in range(10)]
+            outcomes: List[check.Outcome] = []
+            passed = True
+            for edition in sorted(p for p in (checker_dir / "cases").iterdir() if p.is_dir()):
+                ok, found = check.run(edition, f"http://127.0.0.1:{server.port}", 10.0,
+                                      io.StringIO())
+                passed, outcomes = passed and ok, outcomes + found
+            for subscriber in subscribers:
+                subscriber.close()
+            result["checker_with_10_subscribers"] = {
+                "all_passed": passed, "cases": len(outcomes),
+                "first_polls_running": sum(o.first_poll_running for o in outcomes)}
+    finally:
+        server.stop()
+    report["watching"] = result
+
+
+def serve_memory(jobs: str, data: str, results: str) -> int:
+    """Child of step 8: accept ``jobs`` jobs in this process (in batches, as
+    a busy server would) and print the memory they keep, as JSON."""
+    # pylint: disable=import-outside-toplevel
+    import gc
+    import tracemalloc
+    from ..jobs import JobManager
+    from ..pool import ThreadPool
+    count = int(jobs)
+    index = load(data)
+    pool = ThreadPool(2)
+    manager = JobManager(index, pool, JobStore(results))
+    bodies = [(name, body) for name, body in
+              ((name, json.loads(body)) for name, body in requests_mix(index, 500))]
+    tracemalloc.start()
+    gc.collect()
+    rss_before, traced_before = proc_status(os.getpid())["VmRSS"], tracemalloc.get_traced_memory()[0]
+    for i in range(count):
+        manager.submit(*bodies[i % len(bodies)])
+        if i % 1000 == 999:
+            manager.drain()
+    manager.drain()
+    gc.collect()
+    rss_after, traced_after = proc_status(os.getpid())["VmRSS"], tracemalloc.get_traced_memory()[0]
+    pool.shutdown()
+    manager.close()
+    print(json.dumps({"jobs": count, "rss_mib": round((rss_after - rss_before) / 1024, 1),
+                      "kept_bytes_per_job": round((traced_after - traced_before) / count, 1)}))
+    return 0
+
+
+def step_memory(data: Path, jobs: int, workdir: Path, report: Dict[str, Any]) -> None:
+    """Step 8: the memory ``jobs`` finished jobs keep (their records)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lestats", "bench", "--serve-memory", str(jobs), str(data),
+         str(workdir / "results-memory")], cwd=REPO, capture_output=True, text=True,
+        check=True)
+    report["memory_per_job"] = json.loads(result.stdout)
+
+
 def time_process(command: List[str]) -> float:
     """Seconds from starting ``command`` to its exit."""
     start = time.monotonic()
@@ -476,10 +588,26 @@ def print_report(report: Dict[str, Any], out=None) -> None:
               file=out)
     compute = report["compute_per_job"]
     print("\ncompute per job (us, no cache)", file=out)
+    print(f"  {'statistic':>24} {'19k rows':>9} {'1M rows':>9} {'ratio':>6}", file=out)
     for name, small in compute["small_us"].items():
         large = compute.get("large_us", {}).get(name, "-")
         ratio = compute.get("ratio", {}).get(name, "-")
         print(f"  {name:>24} {small:>9} {large:>9} {ratio:>6}", file=out)
+    watching = report["watching"]
+    print("\nwatching the pool: cycles/s with no page open and with 10 event-stream subscribers",
+          file=out)
+    for clients in (1, 4):
+        row = watching[f"c{clients}"]
+        print(f"  c={clients}: {row['none']} vs {row['10_subscribers']} (ratio {row['ratio']})",
+              file=out)
+    if "checker_with_10_subscribers" in watching:
+        checked = watching["checker_with_10_subscribers"]
+        print(f"  checker with 10 subscribers: {checked['cases']} cases, all passed "
+              f"{checked['all_passed']}, first polls running {checked['first_polls_running']}",
+              file=out)
+    memory = report["memory_per_job"]
+    print(f"\nmemory kept by {memory['jobs']} finished jobs: {memory['kept_bytes_per_job']}"
+          f" bytes per job (tracemalloc), RSS +{memory['rss_mib']} MiB", file=out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -487,6 +615,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--serve"]:
         return serve(*argv[1:])
+    if argv[:1] == ["--serve-memory"]:
+        return serve_memory(*argv[1:])
     if argv[:1] == ["--serve-lestats"]:
         rest = argv[1:]
         at = rest.index("--bench-timings")
@@ -516,6 +646,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         files = step_sizes(source, sizes, workdir, report)
         step_compute(files[0], files.get(sizes[-1]) if len(sizes) > 1 else None,
                      1 if args.quick else 3, report)
+        step_watching(source, index, args.checker_dir if checker_csv.is_file() else None,
+                      seconds, workdir, report)
+        step_memory(source, 10_000 if args.quick else 200_000, workdir, report)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -11,15 +11,29 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional
 
 log = logging.getLogger(__name__)
 
-Event = Tuple[int, str, Dict[str, Any]]
-"""(sequence number, kind, fields)."""
+class Event:   # pylint: disable=too-few-public-methods
+    """One event: its sequence number, kind and fields.  It unpacks as
+    ``seq, kind, fields``; ``sse`` is its Server-Sent Events text, made by
+    the first stream that sends it and shared by the others (two streams
+    racing to make it make the same bytes, so no lock is needed)."""
+
+    __slots__ = ("seq", "kind", "fields", "sse")
+
+    def __init__(self, seq: int, kind: str, fields: Dict[str, Any]):
+        self.seq, self.kind, self.fields = seq, kind, fields
+        self.sse: Optional[bytes] = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.seq, self.kind, self.fields))
 
 BUFFER = 1000        # events a subscriber may fall behind before it is dropped
 KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
+GATHER = 0.05        # seconds a stream gathers events before sending them together
+BATCH = 200          # events that end the gathering early
 
 
 class EventBus:
@@ -64,7 +78,7 @@ class EventBus:
         """Give the event to every subscriber; never blocks."""
         with self._mutex:
             self._seq += 1
-            event = (self._seq, kind, fields)
+            event = Event(self._seq, kind, fields)
             overflowed = [subscription for subscription in self._subscribers
                           if not subscription.offer(event)]
             for subscription in overflowed:
@@ -105,20 +119,23 @@ class Subscription:
 
     def offer(self, event: Event) -> bool:
         """Buffer ``event``; False if the buffer is full and this
-        subscriber is not lossy (the bus then drops it)."""
+        subscriber is not lossy (the bus then drops it).  The reader is
+        notified only when the buffer stops being empty and when it holds a
+        batch, not once per event (see ``get``)."""
         if len(self._buffer) >= self._limit:
             if not self._lossy:
                 return False
             self.lost += 1
             return True
         self._buffer.append(event)
-        self._ready.notify()
+        if len(self._buffer) in (1, min(BATCH, self._limit)):
+            self._ready.notify()
         return True
 
     def drop(self, seq: int, moment: float) -> None:
         """This subscriber fell behind: its last event says so."""
         self.dropped = True
-        self._buffer.append((seq, "dropped", {
+        self._buffer.append(Event(seq, "dropped", {
             "reason": f"fell more than {self._limit} events behind", "t": moment}))
         self.end()
 
@@ -127,11 +144,18 @@ class Subscription:
         self.closed = True
         self._ready.notify()
 
-    def get(self, timeout: Optional[float] = None) -> Optional[List[Event]]:
+    def get(self, timeout: Optional[float] = None,
+            gather: float = 0.0) -> Optional[List[Event]]:
         """The events buffered so far, waiting up to ``timeout`` seconds for
-        one: [] if none came, None once closed and empty."""
+        one: [] if none came, None once closed and empty.  With ``gather``,
+        after the first event it waits up to that long for a batch, so that
+        a busy pool wakes a slow reader a few times a second, not once per
+        event."""
         with self._ready:
             self._ready.wait_for(lambda: self._buffer or self.closed, timeout)
+            if gather and self._buffer:
+                batch = min(BATCH, self._limit)
+                self._ready.wait_for(lambda: len(self._buffer) >= batch or self.closed, gather)
             if not self._buffer:
                 return None if self.closed else []
             events = list(self._buffer)
@@ -145,19 +169,23 @@ class Subscription:
 
 def sse_bytes(event: Event) -> bytes:
     """One event in the Server-Sent Events format."""
-    seq, kind, fields = event
-    data = json.dumps(fields, separators=(",", ":"), allow_nan=False)
-    return f"id: {seq}\nevent: {kind}\ndata: {data}\n\n".encode("utf-8")
+    if event.sse is None:
+        data = json.dumps(event.fields, separators=(",", ":"), allow_nan=False)
+        event.sse = f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode("utf-8")
+    return event.sse
 
 
 def sse_stream(subscription: Subscription) -> Iterator[bytes]:
     """The body of ``GET /api/events``: events as they come, a comment line
     after KEEP_ALIVE seconds of silence (so that a client that went away is
-    noticed), until the subscription ends.  Closing the iterator unsubscribes."""
+    noticed), until the subscription ends.  Events are sent in batches
+    gathered for up to GATHER seconds: a page wants a few updates a second,
+    and one wake-up per event would cost the server more than the events.
+    Closing the iterator unsubscribes."""
     try:
         yield b"retry: 2000\n\n"
         while True:
-            events = subscription.get(KEEP_ALIVE)
+            events = subscription.get(KEEP_ALIVE, gather=GATHER)
             if events is None:
                 return
             if not events:
