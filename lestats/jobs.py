@@ -13,6 +13,7 @@ worker, queue position, reason): see ``JobTable``.
 """
 
 import bisect
+import hashlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ import time
 from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .data import DataIndex
 from .pool import PoolClosed, PoolFull, ThreadPool
@@ -167,7 +168,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         self.slow_motion_ms = slow_motion_ms
         self._keep_results = keep_results
         self._worker_index = {name: i for i, name in enumerate(pool.worker_names, 1)}
-        self._answers: Dict[Query, bytes] = {}
+        self._answers: Dict[Query, Tuple[bytes, str]] = {}
         self._queries: Dict[Query, Query] = {}
         self._mutex = threading.Lock()
         self._waiters: Dict[int, List[Any]] = {}   # slot -> [Condition, number waiting]
@@ -223,7 +224,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         self._mark_started(slot, number)
         status, reason = DONE, None
         try:
-            self._store.write_result(number, self._answer(query))
+            self._store.write_result(number, *self._answer(query))
         except Exception as exc:   # pylint: disable=broad-except
             log.exception("job_id_%d failed", number)
             status, reason = ERROR, f"job failed: {type(exc).__name__}: {exc}"
@@ -238,7 +239,9 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         No lock: ``setdefault`` is atomic."""
         return self._queries.setdefault(query, query)
 
-    def _answer(self, query: Query) -> bytes:
+    def _answer(self, query: Query) -> Tuple[bytes, str]:
+        """The answer's JSON text and its SHA-256 (which names its one copy
+        on disk), computed once per Query."""
         answer = self._answers.get(query)
         if answer is None:
             try:
@@ -246,7 +249,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             except ValueError as exc:
                 raise ArithmeticError("the answer holds a number JSON cannot represent"
                                       " (infinite or not a number)") from exc
-            answer = self._answers.setdefault(query, text.encode("utf-8"))
+            data = text.encode("utf-8")
+            answer = self._answers.setdefault(query, (data, hashlib.sha256(data).hexdigest()))
         return answer
 
     def _mark_started(self, slot: int, number: int) -> None:

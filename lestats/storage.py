@@ -14,7 +14,9 @@ Everything lives in the results directory, which has exactly one owner:
   the journal stays about as large as the unfinished work.
 * ``job_id_N.json``: job N's result, written to a temporary file (created
   with O_EXCL|O_NOFOLLOW) and renamed into place, so a reader sees no file or
-  the whole file.  Results are not fsynced one by one: the journal is the
+  the whole file.  It is a hard link to ``.answers/<sha256>.json``, the one
+  copy of that answer, so that asking the same thing again and again does
+  not fill the disk; copies no result links to any more are deleted at start.  Results are not fsynced one by one: the journal is the
   durable record, and a job whose result is missing (or not valid JSON after
   a power cut) is simply run again at start.
 
@@ -45,6 +47,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lestats.lock"
+ANSWERS = ".answers"                # one file per distinct answer; results link to them
 _SEGMENT = re.compile(r"\.journal-([1-9][0-9]{0,8})\.jsonl")
 _RESULT_FILE = re.compile(r"job_id_([1-9][0-9]{0,17})\.json")
 _TEMP_FILE = re.compile(r"\.job_id_[1-9][0-9]{0,17}\.json\.tmp")
@@ -529,22 +532,37 @@ class JobStore:
         """Where the result of job ``number`` lives."""
         return os.path.join(self.directory, f"job_id_{number}.json")
 
-    def write_result(self, number: int, answer: bytes) -> None:
-        """Store ``answer`` (JSON text) as job ``number``'s result, atomically."""
-        final = self.result_path(number)
+    def write_result(self, number: int, answer: bytes, digest: Optional[str] = None) -> None:
+        """Store ``answer`` (JSON text) as job ``number``'s result, atomically.
+
+        With ``digest`` (a name for the answer's content: its SHA-256), the
+        result is a hard link to the one copy of that answer in ``.answers/``,
+        so a thousand jobs asking the same thing take one answer's space on
+        disk; where hard links cannot be made, it is a copy of its own.
+        """
         temp = os.path.join(self.directory, f".job_id_{number}.json.tmp")
-        try:
-            fd = self._create(temp)
-        except FileNotFoundError:   # the directory was wiped
-            os.makedirs(self.directory, exist_ok=True)
-            fd = self._create(temp)
-        try:
-            view = memoryview(answer)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(temp, final)
+        if digest is None or not self._link_shared(digest, answer, temp):
+            self._write_new(temp, answer)
+        os.replace(temp, self.result_path(number))
+
+    def _link_shared(self, digest: str, answer: bytes, temp: str) -> bool:
+        """Link ``temp`` to the shared copy of the answer, writing that copy
+        first if there is none; False if this file system will not link."""
+        shared = os.path.join(self.directory, ANSWERS, f"{digest}.json")
+        for _ in range(3):
+            try:
+                os.link(shared, temp, follow_symlinks=False)
+                return True
+            except FileExistsError:     # left by a crash, or planted
+                os.unlink(temp)
+            except FileNotFoundError:   # a new answer (or the copies were wiped)
+                os.makedirs(os.path.dirname(shared), exist_ok=True)
+                first = f"{shared}.{threading.get_ident()}.tmp"
+                self._write_new(first, answer)
+                os.replace(first, shared)
+            except OSError:             # too many links, or none on this file system
+                return False
+        return False
 
     @staticmethod
     def _create(temp: str) -> int:
@@ -554,6 +572,19 @@ class JobStore:
         except FileExistsError:   # left by a crash, or planted: never written through
             os.unlink(temp)
             return os.open(temp, flags, 0o644)
+
+    def _write_new(self, temp: str, answer: bytes) -> None:
+        try:
+            fd = self._create(temp)
+        except FileNotFoundError:   # the directory was wiped
+            os.makedirs(os.path.dirname(temp), exist_ok=True)
+            fd = self._create(temp)
+        try:
+            view = memoryview(answer)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
     def read_result(self, number: int) -> bytes:
         """The JSON text of job ``number``'s result (a regular file only)."""
@@ -571,6 +602,7 @@ class JobStore:
     # -- recovery ---------------------------------------------------------------
 
     def _recover(self) -> Recovered:
+        self._prune_answers()
         results, damaged = self._scan_results()
         accepted, high, segments = self._read_journal(set(results))
         pending = [job for _, job in sorted(accepted.items())]
@@ -592,14 +624,36 @@ class JobStore:
         return Recovered(sorted(results), failed, pending, highest + 1,
                          self._owner.earlier_data)
 
+    def _prune_answers(self) -> None:
+        """Delete the shared answers no result links to any more, damaged
+        ones (a result would be linked to them again) and leftovers."""
+        try:
+            entries = list(os.scandir(os.path.join(self.directory, ANSWERS)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.endswith(".tmp") or not entry.is_file(follow_symlinks=False) or (
+                    entry.stat(follow_symlinks=False).st_nlink == 1) or (
+                    self._check_result(entry.path)):
+                if entry.is_dir(follow_symlinks=False):
+                    log.warning("%s: a directory among the answers; left alone", entry.path)
+                else:
+                    os.unlink(entry.path)
+
     def _scan_results(self) -> Tuple[List[int], Dict[int, str]]:
-        """Valid and damaged result files; stale temporary files removed."""
+        """Valid and damaged result files; stale temporary files removed.
+        Results that are links to one answer are read once."""
         valid, damaged = [], {}
+        checked: Dict[Tuple[int, int], Optional[str]] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 match = _RESULT_FILE.fullmatch(entry.name)
                 if match:
-                    problem = self._check_result(entry.path)
+                    info = entry.stat(follow_symlinks=False)
+                    inode = (info.st_dev, info.st_ino)
+                    if inode not in checked:
+                        checked[inode] = self._check_result(entry.path)
+                    problem = checked[inode]
                     if problem:
                         damaged[int(match.group(1))] = problem
                     else:

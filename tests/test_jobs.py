@@ -211,10 +211,10 @@ def test_a_result_that_cannot_be_written_ends_in_error_and_the_pool_goes_on(
         manager, monkeypatch, caplog):
     original = JobStore.write_result
 
-    def disk_full(store, number, data):
+    def disk_full(store, number, *answer):
         if number == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        original(store, number, data)
+        original(store, number, *answer)
 
     monkeypatch.setattr(JobStore, "write_result", disk_full)
     manager.submit("global_mean", ASK)
@@ -334,9 +334,9 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
     runs = []   # job numbers whose result was written; list.append is atomic
     original = JobStore.write_result
 
-    def counted(store, number, data):
+    def counted(store, number, *answer):
         runs.append(number)
-        original(store, number, data)
+        original(store, number, *answer)
 
     monkeypatch.setattr(JobStore, "write_result", counted)
     for round_number in range(20):

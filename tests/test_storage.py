@@ -69,6 +69,48 @@ def test_a_result_file_appears_whole_under_its_name(tmp_path, stores):
         ".journal-1.jsonl", LOCK_NAME, "job_id_5.json"]
 
 
+def test_results_of_the_same_answer_share_one_copy_on_disk(tmp_path, stores):
+    store, _ = stores(tmp_path)
+    for number in range(1, 101):
+        store.write_result(number, b'{"a": 1}', digest="d1")
+    store.write_result(101, b'{"b": 2}', digest="d2")
+    shared = tmp_path / ".answers" / "d1.json"
+    assert shared.stat().st_nlink == 101          # the copy and 100 results
+    assert store.read_result(57) == b'{"a": 1}' and store.read_result(101) == b'{"b": 2}'
+    assert not list(tmp_path.glob(".job_id_*.tmp"))
+
+
+def test_shared_answers_no_result_uses_and_damaged_ones_go_at_start(tmp_path, stores):
+    store = JobStore(tmp_path)
+    store.open("data.csv")
+    store.accept(job(1))
+    store.write_result(1, b'{"a": 1}', digest="kept")
+    store.write_result(2, b'{"b": 2}', digest="unused")
+    store.write_result(3, b'{"c": 3}', digest="damaged")
+    store.close()
+    (tmp_path / "job_id_2.json").unlink()                    # --keep-results, say
+    (tmp_path / ".answers" / "damaged.json").write_bytes(b"\0" * 8)   # a power cut
+    (tmp_path / ".answers" / "x.json.7.tmp").write_text("{")
+    again, recovered = stores(tmp_path)
+    assert sorted(p.name for p in (tmp_path / ".answers").iterdir()) == ["kept.json"]
+    assert recovered.finished == [1] and recovered.failed == {3: "result file is not valid JSON"}
+    again.write_result(3, b'{"c": 3}', digest="damaged")   # written afresh, not linked to junk
+    assert again.read_result(3) == b'{"c": 3}'
+
+
+def test_a_file_system_without_hard_links_gets_copies(tmp_path, stores, monkeypatch):
+    store, _ = stores(tmp_path)
+
+    def no_links(*_args, **_kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(storage.os, "link", no_links)
+    store.write_result(1, b'{"a": 1}', digest="d")
+    store.write_result(2, b'{"a": 1}', digest="d")
+    assert store.read_result(2) == b'{"a": 1}'
+    assert (tmp_path / "job_id_2.json").stat().st_nlink == 1
+
+
 def test_a_planted_link_is_never_followed(tmp_path, stores):
     secret = tmp_path / "secret"
     secret.write_text("root's")

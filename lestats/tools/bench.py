@@ -135,8 +135,8 @@ def serve_lestats_timed(argv: List[str], timings: str) -> int:
     finished: Dict[int, float] = {}
     write_result = JobStore.write_result
 
-    def timed(store: JobStore, number: int, answer: bytes) -> None:
-        write_result(store, number, answer)
+    def timed(store: JobStore, number: int, *answer: Any) -> None:
+        write_result(store, number, *answer)
         finished[number] = time.monotonic()   # dict assignment is atomic
 
     JobStore.write_result = timed
