@@ -163,7 +163,7 @@ def test_a_second_server_on_a_directory_in_use_stops_and_touches_nothing(tmp_pat
     try:
         job_id = first.post("global_mean", {"question": OBESITY})["job_id"]
         first.wait_done(job_id)
-        before = {p.name: p.read_bytes() for p in first.results.iterdir()}
+        before = {p: p.read_bytes() for p in first.results.rglob("*") if p.is_file()}
         second = subprocess.run(
             [sys.executable, str(REPO / "run.py"), "--port", "0", "--data",
              str(tmp_path / "tiny.csv"), "--results-dir", str(first.results),
@@ -172,7 +172,7 @@ def test_a_second_server_on_a_directory_in_use_stops_and_touches_nothing(tmp_pat
         assert second.returncode == 2
         assert second.stderr == (f"lestats: error: results directory {first.results} is in use"
                                  f" by another lestats server (pid {first.pid})\n")
-        assert {p.name: p.read_bytes() for p in first.results.iterdir()} == before
+        assert {p: p.read_bytes() for p in first.results.rglob("*") if p.is_file()} == before
         assert first.post("global_mean", {"question": OBESITY})["job_id"] == "job_id_2"
     finally:
         assert first.stop() == 0
