@@ -24,7 +24,8 @@ from .data import DataError, DataIndex, find_data_file, load
 from .jobs import AlreadyShuttingDown, JobManager
 from .pool import ThreadPool
 from .storage import JobStore
-from .webserver import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer
+from .webserver import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer,
+                        fit_connection_cap)
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,11 @@ def build_server(index: DataIndex, args: argparse.Namespace,
     except OSError as exc:
         pool.shutdown()
         raise StartError(f"results directory {args.results_dir}: {exc.strerror or exc}") from exc
+    max_connections, note = fit_connection_cap(args.max_connections)
+    if note:
+        log.warning(note)
     try:
-        server = StatsServer((args.host, args.port), jobs, args.client_timeout,
-                             args.max_connections)
+        server = StatsServer((args.host, args.port), jobs, args.client_timeout, max_connections)
     except OSError as exc:
         pool.shutdown()
         raise StartError(f"cannot listen on {args.host}:{args.port}: "
