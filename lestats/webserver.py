@@ -537,12 +537,12 @@ class RequestHandler(socketserver.BaseRequestHandler):
             while self._serve_one():
                 pass
         except Cut as exc:
-            idle = exc.idle
-            if self.server.connections.was_evicted(self.request):
-                reason = "closed by the server to make room, or to shut down"
+            table = self.server.connections
+            idle, reason = exc.idle, str(exc)
+            if table.was_evicted(self.request):
                 idle = False
-            else:
-                reason = str(exc)
+                reason = ("the server is shutting down" if table.closing else
+                          "closed to make room for a new connection (the table is full)")
             log.log(logging.DEBUG if idle else logging.INFO,
                     "connection from %s closed: %s", self.client_address[0], reason)
 

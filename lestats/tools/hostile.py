@@ -39,7 +39,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from .soak import RUN_PY, ServerProcess, proc_status
 
 TRICKLE_HEAD = b"GET / HTTP/1.1\r\nHost: lestats\r\nX-Trickle: "
-REQUEST_TIMEOUT = 5.0   # seconds a normal client waits for an answer
+REQUEST_TIMEOUT = 5.0    # seconds a normal client waits for an answer
+NORMAL_INTERVAL = 0.05   # seconds between the starts of a normal client's requests
 
 
 def raise_open_file_limit(needed: int) -> None:
@@ -221,36 +222,43 @@ class Tricklers:  # pylint: disable=too-many-instance-attributes
             self._connect()
 
 
-def measure_slowloris(port: int, tricklers: int = 1000, seconds: float = 20.0,
-                      byte_every: float = 5.0, interval: float = 0.1) -> Dict[str, float]:
-    """While ``tricklers`` sockets trickle, a normal client sends a GET every
-    ``interval`` seconds for ``seconds``, each on a new connection (given up
-    after ``REQUEST_TIMEOUT``); return the share of its requests answered 200
-    and their latency."""
-    attack = Tricklers(port, tricklers, byte_every)
-    try:
-        all_connected = attack.start()
-        latencies: List[float] = []
-        statuses: Dict[int, int] = {}
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            started = time.monotonic()
-            status = get_status(port, timeout=REQUEST_TIMEOUT)
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 200:
-                latencies.append(time.monotonic() - started)
-            time.sleep(max(0.0, started + interval - time.monotonic()))   # the client's pace
-        reconnects = attack.connects - tricklers
-    finally:
-        attack.stop()
+def normal_client(port: int, seconds: float) -> Dict[str, Any]:
+    """A GET every ``NORMAL_INTERVAL`` seconds for ``seconds``, each on a new
+    connection, given up after ``REQUEST_TIMEOUT``: how many, how answered,
+    how fast."""
+    latencies: List[float] = []
+    statuses: Dict[int, int] = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        status = get_status(port, timeout=REQUEST_TIMEOUT)
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 200:
+            latencies.append(time.monotonic() - started)
+        time.sleep(max(0.0, started + NORMAL_INTERVAL - time.monotonic()))   # its pace
     requests = sum(statuses.values())
-    return {"tricklers": tricklers, "all_connected": int(all_connected),
-            "requests": requests, "answered": len(latencies),
+    return {"requests": requests, "answered": len(latencies),
             "answered_share": len(latencies) / requests if requests else 0.0,
             "refused_503": statuses.get(503, 0), "unanswered": statuses.get(0, 0),
             "p50_ms": _percentile(latencies, 0.5) * 1000,
-            "p99_ms": _percentile(latencies, 0.99) * 1000,
-            "trickler_reconnects": reconnects}
+            "p99_ms": _percentile(latencies, 0.99) * 1000}
+
+
+def measure_slowloris(port: int, tricklers: int = 1000, seconds: float = 20.0,
+                      byte_every: float = 5.0, pid: Optional[int] = None) -> Dict[str, float]:
+    """``normal_client``'s numbers while ``tricklers`` sockets trickle, and
+    (given the server's ``pid``) the server's CPU use meanwhile."""
+    attack = Tricklers(port, tricklers, byte_every)
+    try:
+        all_connected = attack.start()
+        cpu = cpu_seconds(pid) if pid else 0.0
+        numbers = normal_client(port, seconds)
+        cpu_percent = (cpu_seconds(pid) - cpu) / seconds * 100 if pid else float("nan")
+        reconnects = attack.connects - tricklers
+    finally:
+        attack.stop()
+    return {"tricklers": tricklers, "all_connected": int(all_connected), **numbers,
+            "trickler_reconnects": reconnects, "server_cpu_percent": cpu_percent}
 
 
 # -- the open-file limit ----------------------------------------------------
@@ -363,7 +371,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         runs = [
             ("header stuffing", lambda s: measure_header_stuffing(s.port, s.pid), (), None),
-            ("slowloris", lambda s: measure_slowloris(s.port, args.tricklers, args.seconds),
+            ("slowloris",
+             lambda s: measure_slowloris(s.port, args.tricklers, args.seconds, pid=s.pid),
              ("--max-connections", str(args.max_connections)), None),
             ("open-file limit", lambda s: measure_fd_limit(s, args.fd_limit + 64),
              ("--max-connections", "1000"), limited_python(args.fd_limit)),
