@@ -208,6 +208,14 @@ class ConnectionTable:
             row.phase = phase
             return True
 
+    def snapshot(self) -> List[Tuple[Any, str]]:
+        """(address, phase) of every open connection: the waiting and
+        receiving ones first, the longest wait first (the next to be evicted)."""
+        with self.mutex:
+            rows = list(self._waiting.values())
+            rows.extend(row for row in self._open.values() if row.phase == SERVING)
+            return [(row.address, row.phase) for row in rows]
+
     def was_evicted(self, sock: socket.socket) -> bool:
         """True if the server closed this connection (to make room, or at shutdown)."""
         with self.mutex:

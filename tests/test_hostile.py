@@ -214,21 +214,36 @@ def test_a_burst_of_connections_is_accepted_not_refused(server):
 
 
 def test_at_max_connections_a_newcomer_takes_the_place_of_the_longest_idle(serve, tiny_index):
-    live = serve(tiny_index, client_timeout=5, max_connections=3)
-    held = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(3)]
+    live = serve(tiny_index, client_timeout=10, max_connections=3)
+    live.server.pressed_head_grace = 10   # idle ones wait as long as they like, but for room
+    held = {}
     try:
-        for sock in held:   # each one is served, then waits idle for its next request
+        for _ in range(3):   # each one is served, then waits idle for its next request
+            sock = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            held[sock.getsockname()] = sock
             sock.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
             assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+        order = wait_for(lambda: [address for address, phase in live.server.connections.snapshot()
+                                  if phase == "waiting"], 3)
         assert live.call("GET", "/")[0] == 200
-        assert held[0].recv(100) == b""   # the one idle longest made room
-        for sock in held[1:]:
+        assert held.pop(order[0]).recv(100) == b""   # the one idle longest made room
+        for sock in held.values():
             sock.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
             assert sock.recv(1000).startswith(b"HTTP/1.1 200")
     finally:
-        for sock in held:
+        for sock in held.values():
             sock.close()
     assert still_serving(live)
+
+
+def wait_for(sample, count, timeout=5.0):
+    """``sample()`` once it has ``count`` items (the server threads get there)."""
+    deadline = time.monotonic() + timeout
+    items = sample()
+    while len(items) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+        items = sample()
+    return items
 
 
 def open_connections(live, count):

@@ -350,6 +350,7 @@ def test_a_request_refused_anyway_gets_no_100_but_its_answer(live, raw, status):
 def test_a_full_table_evicts_the_longest_waiting_never_a_serving_one(
         serve, tiny_index, extra_routes):
     live = serve(tiny_index, client_timeout=10, max_connections=2)
+    live.server.pressed_head_grace = 10   # the idle one is closed for room, not for time
     entered, gate = held_route(extra_routes)
     busy = connect(live)
     idle = connect(live)
@@ -388,7 +389,9 @@ def test_when_every_connection_is_serving_a_newcomer_gets_503(serve, tiny_index,
 
 # -- shutdown -------------------------------------------------------------------
 
-def test_shutdown_answers_requests_in_flight_and_closes_idle_connections(live, extra_routes):
+def test_shutdown_answers_requests_in_flight_and_closes_idle_connections(
+        serve, tiny_index, extra_routes):
+    live = serve(tiny_index, client_timeout=10)   # idle ones are closed by the shutdown
     entered, gate = held_route(extra_routes)
     idle = connect(live)
     idle.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
