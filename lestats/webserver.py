@@ -646,12 +646,14 @@ class RequestHandler(socketserver.BaseRequestHandler):
 
     def _call(self, route: Route, request: Request,
               head: RequestHead) -> Tuple[Reply, Optional[ApiError]]:
-        """The route's reply, its payload JSON-encoded; or, with the error,
-        the JSON answer of an ApiError or of a failure (500)."""
+        """The route's reply, its payload JSON-encoded (NaN and infinities are
+        not JSON: a failure); or, with the error, the JSON answer of an
+        ApiError or of a failure (500)."""
         try:
             reply = route.handler(self.server.jobs, request)
             if reply.chunks is None and not isinstance(reply.payload, bytes):
-                reply = dataclasses.replace(reply, payload=json.dumps(reply.payload).encode())
+                payload = json.dumps(reply.payload, allow_nan=False).encode("utf-8")
+                reply = dataclasses.replace(reply, payload=payload)
             check_fields(reply.headers)
             return reply, None
         except ApiError as error:

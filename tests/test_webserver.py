@@ -307,6 +307,12 @@ def test_reply_headers_are_sent(live, extra_routes):
     assert response.getheader("Retry-After") == "3" and response.getheader("X-Two") == "2"
 
 
+def test_a_payload_that_is_not_json_is_a_500(live, extra_routes):
+    extra_routes["/nan"] = ("GET", lambda _jobs, _request: Reply(200, {"mean": float("nan")}))
+    status, _, answer = live.call("GET", "/nan")
+    assert status == 500 and answer == {"status": "error", "reason": "Internal server error"}
+
+
 def test_a_reply_header_that_would_split_the_head_is_a_500(live, extra_routes):
     extra_routes["/h"] = ("GET", lambda _jobs, _request: Reply(
         200, {}, headers=[("X-Bad", "a\r\nSet-Cookie: x=1")]))
