@@ -29,7 +29,8 @@ from .pool import ThreadPool
 from .storage import JobStore, StoreError
 from .watch.events import EventBus
 from .watch.trace import TraceWriter
-from .webserver import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer
+from .webserver import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer,
+                        fit_connection_cap)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ TOOLS = {
     "bench": "lestats.tools.bench",
     "soak": "lestats.tools.soak",
     "demo": "lestats.tools.demo",
+    "hostile": "lestats.tools.hostile",
 }
 
 
@@ -152,9 +154,12 @@ class Service:
             self._stop_teaching()
             self.pool.shutdown()
             raise StartError(str(exc)) from exc
+        max_connections, note = fit_connection_cap(args.max_connections)
+        if note:
+            log.warning("%s", note)
         try:
             self.server = StatsServer((args.host, args.port), self.jobs, args.client_timeout,
-                                      args.max_connections)
+                                      max_connections)
         except OSError as exc:
             self.jobs.close()
             self._stop_teaching()

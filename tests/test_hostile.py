@@ -2,12 +2,19 @@
 off, and the server keeps serving everybody else."""
 
 import json
+import logging
 import random
+import re
+import select
 import socket
 import threading
 import time
 
 import pytest
+
+from lestats import logs
+from lestats.tools import hostile
+from lestats.tools.soak import ServerProcess
 
 from conftest import OBESITY
 
@@ -40,6 +47,19 @@ def exchange(live, raw, read_timeout=5.0):
     return b"".join(chunks)
 
 
+def read_to_end(sock):
+    """What the server sends until it closes the connection (or resets it)."""
+    chunks = []
+    try:
+        chunk = sock.recv(65536)
+        while chunk:
+            chunks.append(chunk)
+            chunk = sock.recv(65536)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
 def status_and_json(reply):
     head, _, body = reply.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), json.loads(body)
@@ -65,10 +85,11 @@ def rss_kib():
 @pytest.mark.parametrize("raw, status, reason", [
     (b"GARBAGE\r\n\r\n", 400, "Bad request"),
     (b"GET / HTTP/9.9\r\n\r\n", 505, "Invalid HTTP version"),
-    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, ""),
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431, "Line too long"),
-    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n",
-     431, "Too many headers"),
+    pytest.param(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, "", id="long-uri"),
+    pytest.param(b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431,
+                 "Request header fields too large", id="long-header"),
+    pytest.param(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101))
+                 + b"\r\n", 431, "Request header fields too large", id="101-headers"),
     (b"BREW /api/jobs HTTP/1.1\r\n\r\n", 501, "Unsupported method"),
     (b"POST /api/states_mean HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"5\r\nhello\r\n0\r\n\r\n", 411, "chunked bodies are not accepted"),
@@ -87,7 +108,9 @@ def rss_kib():
     (b"GET /api/get_results/job_id_+1 HTTP/1.1\r\n\r\n", 404, "Invalid job_id"),
     (b"GET /api/get_results/job_id_1000000000000000000000000000000 HTTP/1.1\r\n\r\n", 404,
      "Invalid job_id"),
-    (b"GET /" + b"x" * 60_000 + b" HTTP/1.1\r\n\r\n", 404, "Not found"),
+    # A long path within the 32 KiB head limit is routed like any other.
+    pytest.param(b"GET /" + b"x" * 30_000 + b" HTTP/1.1\r\n\r\n", 404, "Not found",
+                 id="long-path"),
 ])
 def test_broken_requests_get_a_json_error_and_the_server_goes_on(server, raw, status, reason):
     got_status, answer = status_and_json(exchange(server, raw))
@@ -190,22 +213,181 @@ def test_a_burst_of_connections_is_accepted_not_refused(server):
     assert answers == [200] * count
 
 
-def test_past_max_connections_a_client_gets_503_and_the_rest_go_on(serve, tiny_index):
-    live = serve(tiny_index, client_timeout=5, max_connections=3)
-    held = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(3)]
+def test_at_max_connections_a_newcomer_takes_the_place_of_the_longest_idle(serve, tiny_index):
+    live = serve(tiny_index, client_timeout=10, max_connections=3)
+    live.server.pressed_head_grace = 10   # idle ones wait as long as they like, but for room
+    held = {}
     try:
-        for sock in held:   # each one has a thread now: make sure by asking
+        for _ in range(3):   # each one is served, then waits idle for its next request
+            sock = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            held[sock.getsockname()] = sock
             sock.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
             assert sock.recv(1000).startswith(b"HTTP/1.1 200")
-        status, answer = status_and_json(exchange(live, b"GET / HTTP/1.1\r\n\r\n"))
-        assert status == 503 and "too many open connections" in answer["reason"]
+        order = wait_for(lambda: [address for address, phase in live.server.connections.snapshot()
+                                  if phase == "waiting"], 3)
+        assert live.call("GET", "/")[0] == 200
+        assert held.pop(order[0]).recv(100) == b""   # the one idle longest made room
+        for sock in held.values():
+            sock.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
+            assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held.values():
+            sock.close()
+    assert still_serving(live)
+
+
+def wait_for(sample, count, timeout=5.0):
+    """``sample()`` once it has ``count`` items (the server threads get there)."""
+    deadline = time.monotonic() + timeout
+    items = sample()
+    while len(items) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+        items = sample()
+    return items
+
+
+def open_connections(live, count):
+    return [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(count)]
+
+
+def seconds_until_closed(sock, limit=3.0):
+    """How long until the server closes ``sock``; ``limit`` if it does not."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        sock.recv(100)
+    except socket.timeout:
+        return limit
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+def test_a_nearly_full_table_gives_a_silent_connection_less_time(serve, tiny_index):
+    live = serve(tiny_index, client_timeout=5, max_connections=4)
+    live.server.pressed_head_grace = 0.3
+    earlier = open_connections(live, 2)
+    try:
+        for sock in earlier:   # served, so surely in the table before the third comes
+            sock.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
+            assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+        third = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+        with third:   # 3 of 4: the table is pressed; else the grace would be 5 s
+            assert 0.3 <= seconds_until_closed(third) < 2
+    finally:
+        for sock in earlier:
+            sock.close()
+
+
+def test_a_request_head_must_keep_arriving_at_the_minimum_rate(serve, tiny_index):
+    live = serve(tiny_index, client_timeout=10)
+    live.server.head_grace = 0.5
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        head = b"GET /api/num_jobs HTTP/1.1\r\nX-Slow: " + b"a" * 1000
+        for byte in head:   # 20 bytes a second, far below 500
+            readable, _, _ = select.select([sock], [], [], 0.05)   # the slow client's pace
+            if readable or time.monotonic() - started > 4:
+                break
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                break
+        assert seconds_until_closed(sock) < 3
+    assert time.monotonic() - started < 0.5 + 1.5   # the grace (+1 s/500 bytes), not 10 s
+
+
+def test_a_normal_client_is_served_among_a_hundred_trickling_sockets(serve, tiny_index):
+    live = serve(tiny_index, client_timeout=5, max_connections=100)
+    numbers = hostile.measure_slowloris(live.port, tricklers=100, seconds=1.5, byte_every=1.0)
+    print(f"\n100 trickling sockets, cap 100: {numbers}")
+    assert numbers["all_connected"] and numbers["requests"] >= 10
+    assert numbers["answered_share"] >= 0.9
+
+
+def test_a_head_over_32_kib_is_refused_431_without_waiting_for_its_end(server):
+    lines = b"".join(b"X-%03d: %s\r\n" % (i, b"a" * 1000) for i in range(40))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\n" + lines)   # and no blank line: no end
+        except OSError:
+            pass
+        reply = read_to_end(sock)
+    status, answer = status_and_json(reply)
+    assert status == 431 and answer["reason"] == (
+        "Request header fields too large: more than 32768 bytes")
+
+
+def test_past_the_open_file_limit_clients_are_still_answered(tmp_path):
+    server = ServerProcess(None, tmp_path / "results", tmp_path / "webserver.log",
+                           ["--max-connections", "1000"], python=hostile.limited_python(128))
+    held = []
+    try:
+        held = open_connections(server, 150)
+        assert hostile.get_status(server.port, timeout=5) == 200
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and connection_threads() > 0:
-        time.sleep(0.01)   # the held connections' threads notice the close
-    assert still_serving(live)
+        assert server.stop() == 0
+    assert ("--max-connections 1000 lowered to 64: the open-file limit is 128"
+            in (tmp_path / "webserver.log").read_text())
+
+
+FORGING = [b"\x1b[2J", b"\r2026-01-01T00:00:00.000Z INFO forged", b"\x85forged", b"\x0bforged",
+           b"\x0cforged", b"\x1cforged", b"\x00nul", b"\xe2\x80\xa8forged"]
+
+
+def test_control_characters_in_requests_cannot_forge_log_lines(serve, tiny_index, tmp_path):
+    path = tmp_path / "w.log"
+    handler = logs.configure(str(path))
+    try:
+        live = serve(tiny_index, client_timeout=TIMEOUT)
+        for text in FORGING:
+            exchange(live, b"GET /x" + text + b" HTTP/1.1\r\n\r\n")
+            exchange(live, b"GET /x HTTP/1.1\r\nX-Note: " + text + b"\r\n\r\n")
+    finally:
+        logging.getLogger("lestats").removeHandler(handler)
+        handler.close()
+    lines = path.read_text(encoding="utf-8").splitlines()   # splits on every one of them
+    assert len(lines) >= 2 * len(FORGING)
+    for line in lines:
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING) ", line), line
+
+
+GET_WITH = b"GET /api/num_jobs HTTP/1.1\r\n%s\r\n\r\n"   # a request with one header line
+POST_WITH = b"POST /api/states_mean HTTP/1.1\r\n%s\r\n\r\n{}"
+FRAMING_FAULTS = {   # id: (raw request, what the 400's reason names)
+    "two-transfer-encodings": (POST_WITH % b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x",
+                               "more than one Transfer-Encoding"),
+    "length-and-chunked": (POST_WITH % b"Content-Length: 2\r\nTransfer-Encoding: chunked",
+                           "both Transfer-Encoding and Content-Length"),
+    "space-before-colon": (POST_WITH % b"Content-Length : 2", "whitespace before the colon"),
+    "no-colon": (GET_WITH % b"No colon here", "header line without a colon"),
+    "obs-fold": (GET_WITH % b"X-A: 1\r\n folded", "folded header line (obs-fold)"),
+    "nul-in-value": (GET_WITH % b"X-A: a\x00b", "control character in the value of header X-A"),
+    "cr-in-value": (GET_WITH % b"X-A: a\rb", "control character in the value of header X-A"),
+    "nul-in-name": (GET_WITH % b"X\x00A: b", "invalid character in header name"),
+    "nel-in-request-line": (b"GET /api/num_jobs\x85HTTP/1.1\r\n\r\n", "whitespace other than"),
+    "nbsp-in-request-line": (b"GET\xa0/api/num_jobs HTTP/1.1\r\n\r\n", "whitespace other than"),
+    "tab-in-request-line": (b"GET\t/api/num_jobs HTTP/1.1\r\n\r\n", "whitespace other than"),
+    "two-spaces": (b"GET  /api/num_jobs HTTP/1.1\r\n\r\n", "exactly one space"),
+    "trailing-space": (b"GET /api/num_jobs HTTP/1.1 \r\n\r\n", "exactly one space"),
+    "bare-lf": (b"GET /api/num_jobs HTTP/1.1\n\n", "a line ends with LF alone"),
+    "bad-method": (b"G(T /api/num_jobs HTTP/1.1\r\n\r\n", "method is not a token"),
+    "bad-version": (b"GET /api/num_jobs HTTP/1.x\r\n\r\n", "request version"),
+}
+
+
+@pytest.mark.parametrize("raw, reason", list(FRAMING_FAULTS.values()), ids=list(FRAMING_FAULTS))
+def test_framing_a_front_proxy_could_read_otherwise_is_400_and_closes(serve, tiny_index,
+                                                                     raw, reason):
+    live = serve(tiny_index, client_timeout=5)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=2) as sock:
+        sock.sendall(raw)
+        reply = read_to_end(sock)   # the server closes: it must not wait for more
+    status, answer = status_and_json(reply)
+    assert status == 400 and reason in answer["reason"] and b"Connection: close" in reply
+    assert answer["reason"].startswith("Bad request: ")
 
 
 def mutate(rng, raw):
