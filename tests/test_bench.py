@@ -3,6 +3,8 @@ servers answer as they claim."""
 
 import json
 import threading
+
+import pytest
 from http.server import ThreadingHTTPServer
 
 from lestats.tools import bench
@@ -12,6 +14,7 @@ from lestats.webserver import StatsServer
 from conftest import OBESITY
 
 
+@pytest.mark.slow
 def test_the_quick_benchmark_runs_and_writes_its_report(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert bench.main(["--quick", "--json", str(path)]) == 0

@@ -17,6 +17,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_eight_clients_two_hundred_jobs_each(serve, tiny_index):
     live = serve(tiny_index, workers=4)
     start = threading.Barrier(CLIENTS)

@@ -416,6 +416,7 @@ SEEDS = [
 ]
 
 
+@pytest.mark.slow
 def test_fuzzing_with_random_and_mutated_requests(server):
     rng = random.Random(20261127)
     body = json.dumps({"question": OBESITY, "state": "Ohio"}).encode()

@@ -46,6 +46,7 @@ def random_request(index, rng):
     return name, body
 
 
+@pytest.mark.slow
 def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
     index = load(DEMO)
     server = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
@@ -110,6 +111,7 @@ def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
         check.stop()
 
 
+@pytest.mark.slow
 def test_graceful_shutdown_drains_five_thousand_queued_jobs(serve, tiny_index):
     """In process, with the only worker held by a gate so that all 5,000 queue."""
     from lestats.pool import ThreadPool
@@ -171,6 +173,7 @@ def test_sigterm_during_a_drain_exits_0_after_the_last_result(tmp_path):
     assert (tmp_path / "log").read_text().rstrip().endswith("stopped")
 
 
+@pytest.mark.slow
 def test_a_short_soak_loses_nothing(capsys):
     code = soak.main(["--seconds", "6", "--clients", "4", "--no-full-disk"])
     out = capsys.readouterr().out

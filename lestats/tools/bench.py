@@ -362,7 +362,7 @@ class Subscriber:
 
 
 def step_watching(data: Path, index: DataIndex, checker_dir: Optional[Path], seconds: float,
-                  workdir: Path, report: Dict[str, Any]) -> None:
+                  rounds: int, workdir: Path, report: Dict[str, Any]) -> None:
     """Step 7: what watching costs.  On one server, cycles/s at 1 and 4
     clients with no page open and with 10 event-stream subscribers, taking
     turns (so that the machine's drift counts against neither), and the
@@ -372,7 +372,7 @@ def step_watching(data: Path, index: DataIndex, checker_dir: Optional[Path], sec
     rates: Dict[str, Dict[int, List[float]]] = {"none": {1: [], 4: []}, "10": {1: [], 4: []}}
     events = 0
     try:
-        for _ in range(3):
+        for _ in range(rounds):
             for clients in (1, 4):
                 rates["none"][clients].append(measure_cycles(server.port, mix, clients,
                                                              seconds)[0])
@@ -647,8 +647,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         step_compute(files[0], files.get(sizes[-1]) if len(sizes) > 1 else None,
                      1 if args.quick else 3, report)
         step_watching(source, index, args.checker_dir if checker_csv.is_file() else None,
-                      seconds, workdir, report)
-        step_memory(source, 10_000 if args.quick else 200_000, workdir, report)
+                      seconds, 1 if args.quick else 3, workdir, report)
+        step_memory(source, 2_000 if args.quick else 200_000, workdir, report)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
