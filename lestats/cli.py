@@ -44,7 +44,6 @@ TOOLS = {
     "bench": "lestats.tools.bench",
     "soak": "lestats.tools.soak",
     "demo": "lestats.tools.demo",
-    "hostile": "lestats.tools.hostile",
 }
 
 

@@ -555,13 +555,16 @@ class JobStore:
                 return True
             except FileExistsError:     # left by a crash, or planted
                 os.unlink(temp)
-            except FileNotFoundError:   # a new answer (or the copies were wiped)
+            except OSError as exc:
+                # A new answer (or the copies were wiped), or a copy with as
+                # many links as the file system allows (65,000 on ext4): a
+                # fresh copy takes its name; the old links keep the old one.
+                if exc.errno not in (errno.ENOENT, errno.EMLINK):
+                    return False        # no hard links on this file system
                 os.makedirs(os.path.dirname(shared), exist_ok=True)
-                first = f"{shared}.{threading.get_ident()}.tmp"
-                self._write_new(first, answer)
-                os.replace(first, shared)
-            except OSError:             # too many links, or none on this file system
-                return False
+                fresh = f"{shared}.{threading.get_ident()}.tmp"
+                self._write_new(fresh, answer)
+                os.replace(fresh, shared)
         return False
 
     @staticmethod

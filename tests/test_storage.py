@@ -98,6 +98,24 @@ def test_shared_answers_no_result_uses_and_damaged_ones_go_at_start(tmp_path, st
     assert again.read_result(3) == b'{"c": 3}'
 
 
+def test_a_copy_with_all_the_links_it_may_have_is_followed_by_a_fresh_one(tmp_path, stores,
+                                                                          monkeypatch):
+    store, _ = stores(tmp_path)
+    store.write_result(1, b'{"a": 1}', digest="d")
+    real_link = os.link
+
+    def full(source, destination, **options):
+        if os.stat(source).st_nlink >= 3:
+            raise OSError(errno.EMLINK, "Too many links")
+        real_link(source, destination, **options)
+
+    monkeypatch.setattr(storage.os, "link", full)
+    for number in range(2, 6):
+        store.write_result(number, b'{"a": 1}', digest="d")
+    inodes = {(tmp_path / f"job_id_{n}.json").stat().st_ino for n in range(1, 6)}
+    assert len(inodes) == 3 and all(store.read_result(n) == b'{"a": 1}' for n in range(1, 6))
+
+
 def test_a_file_system_without_hard_links_gets_copies(tmp_path, stores, monkeypatch):
     store, _ = stores(tmp_path)
 

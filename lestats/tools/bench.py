@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import check
+from . import check, hostile
 from ..data import DEMO_FILE, DataIndex, load
 from .demo import scale
 from ..jobs import JobResult, job_number
@@ -419,11 +419,11 @@ def serve_memory(jobs: str, data: str, results: str) -> int:
     index = load(data)
     pool = ThreadPool(2)
     manager = JobManager(index, pool, JobStore(results))
-    bodies = [(name, body) for name, body in
-              ((name, json.loads(body)) for name, body in requests_mix(index, 500))]
+    bodies = [(name, json.loads(body)) for name, body in requests_mix(index, 500)]
     tracemalloc.start()
     gc.collect()
-    rss_before, traced_before = proc_status(os.getpid())["VmRSS"], tracemalloc.get_traced_memory()[0]
+    rss_before = proc_status(os.getpid())["VmRSS"]
+    traced_before = tracemalloc.get_traced_memory()[0]
     for i in range(count):
         manager.submit(*bodies[i % len(bodies)])
         if i % 1000 == 999:
@@ -610,6 +610,18 @@ def print_report(report: Dict[str, Any], out=None) -> None:
           f" bytes per job (tracemalloc), RSS +{memory['rss_mib']} MiB", file=out)
 
 
+def bench_hostile(data: Path, quick: bool, json_path: Optional[Path]) -> int:
+    """The hostile mode: tools.hostile's measurements, as one table."""
+    report = hostile.run_all(data, jobs=20_000 if quick else 200_000,
+                             tricklers=100 if quick else 1000, seconds=2.0 if quick else 20.0)
+    print(f"lestats under hostile clients ({os.cpu_count()} CPUs, Python "
+          f"{sys.version.split()[0]}{', quick mode: not for comparing' if quick else ''})")
+    hostile.print_table(report)
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark (or, with --serve*, one of its servers)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -625,6 +637,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m lestats bench",
                                      description="Measure lestats against its stack's floor.")
     parser.add_argument("--quick", action="store_true", help="a few seconds in all")
+    parser.add_argument("--hostile", action="store_true",
+                        help="instead, measure the server under hostile clients (one table)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--checker-dir", type=Path,
                         default=REPO.parent / "shared"
@@ -634,6 +648,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     checker_csv = args.checker_dir / "nutrition_activity_obesity_usa_subset.csv"
     source = checker_csv if checker_csv.is_file() else DEMO_FILE
+    if args.hostile:
+        return bench_hostile(source, args.quick, args.json)
     seconds = 0.3 if args.quick else args.seconds
     sizes = [0] if args.quick else [0, 200_000, 1_000_000]
     report: Dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],

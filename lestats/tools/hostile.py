@@ -1,11 +1,14 @@
-"""Hostile clients against a real server process, measured.
+"""Hostile clients against a real server process, measured: the
+benchmark's hostile mode (``python3 -m lestats bench --hostile``).
 
-    python3 -m lestats.tools.hostile [--tricklers 1000] [--seconds 20] [--run-py run.py]
+Each ``measure_*`` function returns a dict of numbers and prints nothing;
+``run_all`` starts a server (``python3 run.py``, or another checkout's) for
+each, and ``print_table`` shows them in one table:
 
-Each ``measure_*`` function returns a dict of numbers and prints nothing, so
-that the benchmark's hostile mode can call it; ``main`` starts a server
-(``python3 run.py``, or another checkout's with ``--run-py``) for each, and
-prints one line per measurement:
+* GET /api/jobs at 200,000 jobs to 60 clients that never read: the server's
+  RSS, and how long other clients wait meanwhile;
+* one client flooding the by-category statistics: the disk written per
+  second, and when the free-space floor answers 507;
 
 * header stuffing: the server's RSS per connection that sent 99 header lines
   of 64 KiB and never finished its head;
@@ -18,7 +21,6 @@ prints one line per measurement:
 Loopback only; every loop is bounded in time.
 """
 
-import argparse
 import heapq
 import http.client
 import itertools
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..data import DEMO_FILE
 from .soak import RUN_PY, ServerProcess, proc_status
 
 TRICKLE_HEAD = b"GET / HTTP/1.1\r\nHost: lestats\r\nX-Trickle: "
@@ -344,53 +347,205 @@ def measure_curl_expect(port: int) -> Dict[str, float]:
     return {"curl_total_ms": float(result.stdout or "nan") * 1000}
 
 
-# -- the command ------------------------------------------------------------
+# -- GET /api/jobs to clients that never read -------------------------------
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run every measurement against fresh servers and print the numbers."""
-    parser = argparse.ArgumentParser(prog="lestats hostile", description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--run-py", type=Path, default=RUN_PY,
-                        help="the server to measure (another checkout's run.py for a before/after)")
-    parser.add_argument("--data", type=Path, help="survey CSV (default: the demo data)")
-    parser.add_argument("--tricklers", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="how long the normal client runs among the tricklers")
-    parser.add_argument("--max-connections", type=int, default=1000,
-                        help="the slowloris server's connection cap")
-    parser.add_argument("--fd-limit", type=int, default=256)
-    args = parser.parse_args(argv)
-    entry = (str(args.run_py),)
-    with tempfile.TemporaryDirectory(prefix="lestats-hostile-") as tmp:
-        work = Path(tmp)
+def seed_results(directory: Path, jobs: int) -> None:
+    """Make ``directory`` hold ``jobs`` finished jobs, as an earlier run
+    would leave them (every result a link to one answer, as lestats writes
+    them), so that a server started on it lists them all."""
+    answers = directory / ".answers"
+    answers.mkdir(parents=True)
+    for number in range(1, jobs + 1):
+        shared = answers / f"seed-{number // 60_000}.json"   # under ext4's 65,000 links
+        if not shared.exists():
+            shared.write_text('{"global_mean": 1.0}', encoding="ascii")
+        os.link(shared, directory / f"job_id_{number}.json")
 
-        def start(name: str, extra: Sequence[str] = (),
-                  python: Sequence[str] = (sys.executable,)) -> ServerProcess:
-            (work / name).mkdir()
-            return ServerProcess(args.data, work / name / "results", work / name / "log",
-                                 extra, python=python, entry=entry)
 
-        runs = [
-            ("header stuffing", lambda s: measure_header_stuffing(s.port, s.pid), (), None),
-            ("slowloris",
-             lambda s: measure_slowloris(s.port, args.tricklers, args.seconds, pid=s.pid),
-             ("--max-connections", str(args.max_connections)), None),
-            ("open-file limit", lambda s: measure_fd_limit(s, args.fd_limit + 64),
-             ("--max-connections", "1000"), limited_python(args.fd_limit)),
-            ("expect 100-continue",
-             lambda s: {**measure_expect_continue(s.port), **measure_curl_expect(s.port)},
-             (), None),
-        ]
-        for name, measure, extra, python in runs:
-            server = start(name.replace(" ", "-"), extra, python or (sys.executable,))
-            try:
-                numbers = measure(server)
-            finally:
-                server.kill()
-            print(f"{name}: " + ", ".join(
-                f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
-                for key, value in numbers.items()), flush=True)
+def measure_jobs_listing(port: int, pid: int, clients: int = 60,
+                         settle: float = 2.0) -> Dict[str, float]:
+    """``clients`` connections ask for GET /api/jobs and never read the
+    answer; return the server's RSS before and with them (MiB), its peak,
+    and how long another client then waits for num_jobs and a page of jobs."""
+    before = proc_status(pid)
+    held: List[socket.socket] = []
+    try:
+        for _ in range(clients):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET /api/jobs HTTP/1.1\r\nHost: lestats\r\n\r\n")
+            held.append(sock)
+        time.sleep(settle)   # let the server write what the sockets take
+        during = proc_status(pid)
+        started = time.monotonic()
+        num_jobs = get_status(port)
+        num_jobs_ms = (time.monotonic() - started) * 1000
+        started = time.monotonic()
+        page = get_status(port, "/api/jobs?since=1000&limit=100")
+        page_ms = (time.monotonic() - started) * 1000
+    finally:
+        for sock in held:
+            sock.close()
+    return {"clients": clients, "rss_before_mib": before.get("VmRSS", 0) / 1024,
+            "rss_with_clients_mib": during.get("VmRSS", 0) / 1024,
+            "peak_rss_mib": during.get("VmHWM", 0) / 1024,
+            "num_jobs_status": num_jobs, "num_jobs_ms": num_jobs_ms,
+            "page_status": page, "page_ms": page_ms}
+
+
+# -- a client flooding the disk ------------------------------------------------
+
+def written_bytes(pid: int) -> int:
+    """Bytes the process has caused to be written to storage so far."""
+    with open(f"/proc/{pid}/io", encoding="ascii") as io_counters:
+        for line in io_counters:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def measure_disk_flood(port: int, pid: int, directory: Path, data: Path,
+                       seconds: float = 10.0) -> Dict[str, float]:
+    """One keep-alive client POSTs the by-category statistics (the largest
+    answers) as fast as it can for ``seconds``, or until refused with 507:
+    the disk it makes the server write per second, and the space it uses."""
+    # pylint: disable=import-outside-toplevel
+    from ..data import load
+    from ..statistics import STATISTICS
+    index = load(data)
+    rng = random.Random(3)
+    bodies = []
+    for question, means in sorted(index.questions.items()):
+        for name in ("mean_by_category", "state_mean_by_category"):
+            body = {"question": question}
+            if STATISTICS[name].needs_state:
+                body["state"] = rng.choice(sorted(means.state_means))
+            bodies.append((name, json.dumps(body).encode()))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    free_before = shutil.disk_usage(directory).free
+    written_before = written_bytes(pid)
+    started = time.monotonic()
+    posts, refused_507, elapsed = 0, None, 0.0
+    try:
+        while elapsed < seconds:
+            name, body = bodies[posts % len(bodies)]
+            connection.request("POST", f"/api/{name}", body=body)
+            response = connection.getresponse()
+            response.read()
+            posts += 1
+            elapsed = time.monotonic() - started
+            if response.status == 507:
+                refused_507 = elapsed
+                break
+    finally:
+        connection.close()
+    written = written_bytes(pid) - written_before
+    used = free_before - shutil.disk_usage(directory).free
+    return {"posts": posts, "seconds": elapsed,
+            "written_mib_per_s": written / elapsed / 2**20,
+            "space_used_mib": used / 2**20,
+            "written_per_post_kib": written / max(1, posts) / 1024,
+            "refused_507_after_s": refused_507 if refused_507 is not None else float("nan")}
+
+
+# -- all of them, for the benchmark's hostile mode ------------------------------
+
+def run_all(data: Optional[Path], jobs: int = 200_000, tricklers: int = 1000,
+            seconds: float = 20.0, fd_limit: int = 256,
+            run_py: Path = RUN_PY) -> Dict[str, Dict[str, Any]]:
+    """Every measurement, each against a fresh server (``run_py``, so that
+    another checkout can be measured for a before/after)."""
+    entry = (str(run_py),)
+    report: Dict[str, Dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="lestats-hostile-") as tmp:
+        work = Path(tmp)
+
+        def start(name: str, extra: Sequence[str] = (), python: Sequence[str] = (
+                sys.executable,), results: Optional[Path] = None) -> ServerProcess:
+            (work / name).mkdir(exist_ok=True)
+            return ServerProcess(data, results or work / name / "results",
+                                 work / name / "log", extra, python=python, entry=entry)
+
+        def measured(name: str, server: ServerProcess, measure: Any) -> None:
+            try:
+                report[name] = measure(server)
+            finally:
+                server.kill()
+
+        seeded = work / "listing" / "results"
+        seed_results(seeded, jobs)
+        measured("jobs listing", start("listing", results=seeded),
+                 lambda server: {"jobs": jobs, **measure_jobs_listing(server.port, server.pid)})
+        measured("header stuffing", start("headers"),
+                 lambda server: measure_header_stuffing(server.port, server.pid))
+        measured("slowloris", start("slowloris", ("--max-connections", "1000")),
+                 lambda server: measure_slowloris(server.port, tricklers, seconds,
+                                                  pid=server.pid))
+        measured("open-file limit", start("fd", ("--max-connections", "1000"),
+                                          limited_python(fd_limit)),
+                 lambda server: measure_fd_limit(server, fd_limit + 64))
+        measured("expect 100-continue", start("expect"), lambda server: {
+            **measure_expect_continue(server.port), **measure_curl_expect(server.port)})
+        report["disk flood"] = _disk_flood(work, data or DEMO_FILE, start)
+    return report
+
+
+def _disk_flood(work: Path, data: Path, start: Any) -> Dict[str, Any]:
+    """The disk flood on a 64 MiB tmpfs whose floor (--min-free-mb 56)
+    leaves 8 MiB to fill, when this process may mount one; else on the
+    work directory's own disk, with no floor reached."""
+    disk = work / "disk"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+        capture_output=True, check=False).returncode == 0
+    try:
+        extra = ("--min-free-mb", "56") if mounted else ()
+        server = start("flood", extra, results=disk / "results")
+        try:
+            numbers = measure_disk_flood(server.port, server.pid, disk, data)
+        finally:
+            server.kill()
+        numbers["where"] = "64 MiB tmpfs, floor 56 MiB" if mounted else "the work disk, no floor"
+        return numbers
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=False)
+
+
+def print_table(report: Dict[str, Dict[str, Any]], out: Any = None) -> None:
+    """The hostile measurements as one table: what, the figure, the details."""
+    out = out or sys.stdout
+    listing, stuffing = report["jobs listing"], report["header stuffing"]
+    loris, fds = report["slowloris"], report["open-file limit"]
+    expect, flood = report["expect 100-continue"], report["disk flood"]
+    rows = [
+        (f"GET /api/jobs at {listing['jobs']:,} jobs, {listing['clients']} clients that"
+         " never read", f"RSS {listing['rss_with_clients_mib']:.1f} MiB",
+         f"before {listing['rss_before_mib']:.1f} MiB, peak {listing['peak_rss_mib']:.1f} MiB;"
+         f" num_jobs meanwhile {listing['num_jobs_ms']:.1f} ms"),
+        (f"{stuffing['connections']} connections stuffing 99 header lines of 64 KiB",
+         f"{stuffing['rss_per_connection_kib']:.0f} KiB each",
+         f"{stuffing['answered_431']} answered 431"),
+        (f"a normal client among {loris['tricklers']:,} trickling sockets",
+         f"{loris['answered_share'] * 100:.1f}% answered",
+         f"{loris['answered']} of {loris['requests']}, p99 {loris['p99_ms']:.0f} ms,"
+         f" server CPU {loris['server_cpu_percent']:.0f}%"),
+        (f"{fds['held']} connections past the open-file limit",
+         f"CPU {fds['cpu_percent']:.1f}%",
+         f"a new client: {fds['new_client_status']} in {fds['new_client_ms']:.1f} ms"),
+        ("a POST with Expect: 100-continue", f"{expect['wait_ms']:.1f} ms to the 100",
+         f"100 sent: {bool(expect['got_100'])}, then {expect['status']};"
+         f" curl's whole request {expect.get('curl_total_ms', float('nan')):.1f} ms"),
+        ("one client flooding by-category jobs",
+         f"{flood['written_mib_per_s']:.2f} MiB/s written",
+         f"{flood['space_used_mib']:.2f} MiB used by {flood['posts']} jobs in"
+         f" {flood['seconds']:.1f} s ({flood['where']}); 507 after "
+         f"{flood['refused_507_after_s']:.1f} s" if flood["refused_507_after_s"] ==
+         flood["refused_507_after_s"] else f"{flood['space_used_mib']:.2f} MiB used by"
+         f" {flood['posts']} jobs in {flood['seconds']:.1f} s ({flood['where']}); no 507"),
+    ]
+    width = max(len(row[0]) for row in rows)
+    for what, figure, details in rows:
+        print(f"  {what:<{width}}  {figure:>22}  {details}", file=out)
