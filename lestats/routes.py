@@ -8,6 +8,7 @@ table.  How requests are read and answers written is ``webserver``'s job.
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -15,7 +16,7 @@ from .jobs import JobManager, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
 from .watch import live_page
-from .watch.events import sse_stream
+from .watch.events import TooManyStreams, sse_stream
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 RESULT_WAIT = 0.1
 JSON_TYPE = "application/json"
 JOB_ID_PARAM = "{job_id}"
+MAX_NESTING = 32   # levels of arrays and objects a request body may have
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 class ApiError(Exception):
@@ -88,17 +92,30 @@ def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return result
 
 
+def nesting(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def json_object(body: bytes) -> Dict[str, Any]:
-    """Decode a request body that must be one JSON object; raise ApiError 400."""
+    """Decode a request body that must be one JSON object, nested at most
+    MAX_NESTING deep (a statistic's body is flat; a deep one would reach
+    Python's recursion limit, at a depth that depends on the thread's
+    stack); raise ApiError 400."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "body is not valid UTF-8") from exc
+    if nesting(text) > MAX_NESTING:
+        raise ApiError(400, f"body is not valid JSON here: nested deeper than {MAX_NESTING}"
+                            " levels")
     try:
         value = json.loads(text, parse_constant=_reject_constant,
                            object_pairs_hook=_unique_keys)
-    except RecursionError as exc:
-        raise ApiError(400, "body is not valid JSON: nested too deeply") from exc
     except ValueError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
@@ -194,9 +211,12 @@ def get_events(jobs: JobManager, _request: Request) -> Reply:
     """``GET /api/events``: Server-Sent Events until the server stops."""
     if jobs.events is None:
         raise ApiError(404, "Not found: this server publishes no events")
+    try:
+        subscription = jobs.events.subscribe()
+    except TooManyStreams as exc:
+        raise ApiError(503, str(exc), headers=[("Retry-After", "5")]) from exc
     return Reply(200, content_type="text/event-stream",
-                 headers=[("Cache-Control", "no-store")],
-                 chunks=sse_stream(jobs.events.subscribe()))
+                 headers=[("Cache-Control", "no-store")], chunks=sse_stream(subscription))
 
 
 def live_page_handler(page: bytes) -> Handler:

@@ -57,6 +57,7 @@ MIN_RATE = 500                  # bytes/s a request must keep arriving at, past 
 HEAD_GRACE = 10.0               # seconds for a request head (and a kept-alive wait)
 PRESSED_HEAD_GRACE = 2.0        # the same while the connection table is 3/4 full
 DEFAULT_CLIENT_TIMEOUT = 30.0
+STREAM_SEND_BUFFER = 256 * 1024   # bytes the kernel may hold for a streamed answer
 DEFAULT_MAX_CONNECTIONS = 1000
 FD_RESERVE = 64                 # descriptors kept for logs, results, the journal...
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
@@ -687,6 +688,9 @@ class RequestHandler(socketserver.BaseRequestHandler):
         if chunked and not keep:
             fields.append(("Connection", "close"))
         try:
+            # A small send buffer, so that a client that stops reading a long
+            # or endless answer blocks the writes, and is cut, within seconds.
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
             self._send(response_head(reply.status, fields), "the answer's head")
             if head.method == "HEAD":
                 return keep

@@ -2,9 +2,11 @@
 
 import http.client
 import json
+import logging
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +62,11 @@ def test_results_are_also_files_in_the_results_directory(tiny_server):
     (b'"question"', "body must be a JSON object, not str"),
     (b'{"question": NaN}', "NaN is not a number JSON allows"),
     (b'{"question": "a", "question": "b"}', "duplicate key"),
-    pytest.param(b"[" * 60_000, "body is not valid JSON", id="deeply-nested"),
+    pytest.param(b"[" * 60_000, "nested deeper than 32 levels", id="deeply-nested"),
+    pytest.param(b'{"question": "x", "pad": ' + b"[" * 980 + b"]" * 980 + b"}",
+                 "nested deeper than 32 levels", id="nested-980-in-a-field"),
+    pytest.param(b'{"question": "[[[[", "q": "\\"[{"}', "question not in the data set",
+                 id="brackets-in-strings-do-not-count"),
     (b"{}", "field 'question' is required"),
     (b'{"question": 7}', "field 'question' must be a string, not int"),
     (b'{"question": "What?"}', "question not in the data set: 'What?'"),
@@ -389,3 +395,28 @@ def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
     assert Path(live.store.result_path(3)).exists()
     assert live.call("GET", "/api/jobs")[2]["data"] == [
         {"job_id_1": "expired"}, {"job_id_2": "done"}, {"job_id_3": "done"}]
+
+
+def test_an_event_stream_that_is_not_read_is_dropped_and_frees_its_thread(serve, tiny_index,
+                                                                         caplog):
+    live = serve(tiny_index, client_timeout=0.5)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    slow.connect(("127.0.0.1", live.port))
+    slow.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")   # and never reads
+    try:
+        deadline = time.monotonic() + 10
+        while not live.events.listening and time.monotonic() < deadline:
+            time.sleep(0.01)   # the stream subscribes in the server's own time
+        assert live.events.listening
+        with caplog.at_level(logging.INFO, logger="lestats"):
+            for _ in range(400):   # some 3,000 events: more than the stream's buffers
+                live.jobs.submit("global_mean", {"question": OBESITY})
+            assert live.jobs.drain(timeout=10)
+            while live.events.listening and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert not live.events.listening, "the stream was never dropped"
+        assert "a chunk of the answer was not taken within 0.5 s" in caplog.text
+        assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 0}   # serving as ever
+    finally:
+        slow.close()

@@ -4,11 +4,13 @@ Server-Sent Events stream, and the Chrome trace."""
 import json
 import threading
 
+import pytest
+
 from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
 from lestats.storage import JobStore
 from lestats.watch import events as events_module
-from lestats.watch.events import EventBus, sse_stream
+from lestats.watch.events import EventBus, TooManyStreams, sse_stream
 from lestats.watch.trace import TraceWriter
 
 from conftest import OBESITY
@@ -40,6 +42,14 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_never_blocks_the_publishe
     assert slow.dropped and slow.get(0) is None
     assert len(keeping_up.get(TIMEOUT)) == 20
     assert bus.listening   # the other one is still there
+
+
+def test_event_streams_are_capped():
+    bus = EventBus()
+    for _ in range(3):
+        bus.subscribe(streams=3)
+    with pytest.raises(TooManyStreams):
+        bus.subscribe(streams=3)
 
 
 def test_a_lossy_subscriber_counts_what_it_missed():

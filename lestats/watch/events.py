@@ -31,9 +31,14 @@ class Event:   # pylint: disable=too-few-public-methods
         return iter((self.seq, self.kind, self.fields))
 
 BUFFER = 1000        # events a subscriber may fall behind before it is dropped
+MAX_STREAMS = 32     # event streams open at once; more are refused
 KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
 GATHER = 0.05        # seconds a stream gathers events before sending them together
 BATCH = 200          # events that end the gathering early
+
+
+class TooManyStreams(RuntimeError):
+    """MAX_STREAMS event streams are open already."""
 
 
 class EventBus:
@@ -63,9 +68,14 @@ class EventBus:
         self._closed = False
         self.listening = False
 
-    def subscribe(self, limit: int = BUFFER, lossy: bool = False) -> "Subscription":
-        """A new subscription, receiving every event published from now on."""
+    def subscribe(self, limit: int = BUFFER, lossy: bool = False,
+                  streams: int = MAX_STREAMS) -> "Subscription":
+        """A new subscription, receiving every event published from now on;
+        raise TooManyStreams when ``streams`` subscriptions are open (each
+        holds a connection and its thread for as long as it lasts)."""
         with self._mutex:
+            if len(self._subscribers) >= streams:
+                raise TooManyStreams(f"{len(self._subscribers)} event streams are open already")
             subscription = Subscription(self, limit, lossy)
             if self._closed:
                 subscription.closed = True
