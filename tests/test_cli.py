@@ -307,3 +307,60 @@ def test_python_m_lestats_is_the_same_program_and_runs_the_tools(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=30)
     assert tool.returncode == 0 and tool.stdout.startswith("usage: python3 -m lestats check")
     assert os.path.isfile(REPO / "lestats" / "tools" / "check.py")
+
+
+def test_on_sigterm_every_accepted_request_is_answered(tmp_path):
+    """Clients POST as fast as they can while SIGTERM arrives: the server
+    stops accepting connections, answers the requests it has begun, and
+    exits; afterwards no job exists whose id its client was not told."""
+    write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+    server = Server(tmp_path, "--workers", "1")
+    told, stop = [], threading.Event()   # list.append is atomic
+
+    def client():
+        while not stop.is_set():
+            try:
+                status, answer = call(server.port, "POST", "/api/global_mean",
+                                      {"question": OBESITY}, timeout=TIMEOUT)
+            except OSError:
+                return   # refused or reset: the server has stopped listening
+            if status == 200:
+                told.append(answer["job_id"])
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    while len(told) < 200:
+        time.sleep(0.01)
+    assert server.stop() == 0
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=TIMEOUT)
+    again = Server(tmp_path)
+    try:
+        listed = {job_id for item in again.get("/api/jobs")["data"] for job_id in item}
+    finally:
+        assert again.stop() == 0
+    assert listed == set(told)
+
+
+def test_on_sigterm_a_request_still_arriving_is_answered_before_exit(tmp_path):
+    """A POST whose body is half sent when SIGTERM comes: the server waits
+    for it (within the client timeout) and answers it before it exits."""
+    write_csv(tmp_path / "tiny.csv", TINY_ROWS)
+    server = Server(tmp_path, "--client-timeout", "5")
+    body = json.dumps({"question": OBESITY}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST /api/global_mean HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body[:10])
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + TIMEOUT
+        while "received: draining" not in server.log.read_text():
+            assert time.monotonic() < deadline, "the signal was not taken"
+            time.sleep(0.01)
+        sock.sendall(body[10:])
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+    assert reply.endswith(b'{"status": "error", "reason": "shutting down"}')
+    assert server.process.wait(timeout=TIMEOUT) == 0
+    server.process.stderr.close()
