@@ -7,8 +7,8 @@ Everything lives in the results directory, which has exactly one owner:
   it locked and stops before it has read or changed anything else.
 * ``.journal-N.jsonl`` (N = 1, 2, ...): the journal, in segments.  A line
   ``{"job": N, "statistic": ..., "question": ..., "state": ...}`` is written
-  for each accepted job *before* its id is given out, by one writer thread
-  (see ``Journal``).  Each segment starts with ``{"high": H}``: every id up
+  for each accepted job *before* its id is given out, a batch of waiting
+  lines at a time (see ``Journal``).  Each segment starts with ``{"high": H}``: every id up
   to H has been given out, so numbering never goes back even when every
   job line is gone.  A segment whose jobs have all finished is deleted, so
   the journal stays about as large as the unfinished work.
@@ -16,13 +16,14 @@ Everything lives in the results directory, which has exactly one owner:
   with O_EXCL|O_NOFOLLOW) and renamed into place, so a reader sees no file or
   the whole file.  It is a hard link to ``.answers/<sha256>.json``, the one
   copy of that answer, so that asking the same thing again and again does
-  not fill the disk; copies no result links to any more are deleted at start.  Results are not fsynced one by one: the journal is the
-  durable record, and a job whose result is missing (or not valid JSON after
-  a power cut) is simply run again at start.
+  not fill the disk; copies no result links to any more are deleted at
+  start.  Results are not fsynced one by one: the journal is the durable
+  record, and a job whose result is missing (or not valid JSON after a power
+  cut) is simply run again at start.
 
 The lock and the journal are dot files, so the course checker's
 ``rm -rf results/*`` leaves them alone.  If they are deleted all the same
-(the directory wiped whole), the journal's writer notices at its next write
+(the directory wiped whole), the journal notices at its next write
 and re-creates the directory, the lock and a segment with the high-water
 mark; a result written meanwhile re-creates the directory too.
 
@@ -41,6 +42,7 @@ import re
 import stat
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
@@ -57,7 +59,7 @@ MAX_LINE = 64 * 1024                # a longer journal line is not ours: skipped
 MAX_RESULT = 64 * 1024 * 1024       # a larger result file is not ours: refused
 WARNINGS_SHOWN = 10                 # damaged journal lines logged one by one, then counted
 MIB = 1024 * 1024
-JOURNAL_TIMEOUT = 30.0              # seconds an append waits for the writer at most
+JOURNAL_TIMEOUT = 30.0              # seconds an append waits for its line to be written
 
 
 class StoreError(Exception):
@@ -180,7 +182,7 @@ def open_no_follow(path: str, flags: int) -> int:
 
 
 class _Entry:   # pylint: disable=too-few-public-methods
-    """One line handed to the journal's writer, and what became of it."""
+    """One line handed to the journal, and what became of it."""
 
     __slots__ = ("number", "line", "done", "error")
 
@@ -192,82 +194,89 @@ class _Entry:   # pylint: disable=too-few-public-methods
 
 
 class Journal:
-    """The journal: request threads hand it lines, one writer thread writes them.
+    """The journal: lines from many request threads, written a batch at a time.
 
-    ``append`` hands a line to the writer and waits for the outcome, at most
-    ``timeout`` seconds.  The writer takes every line waiting and writes
-    them together (see ``Segments.write``: one ``os.write`` and, with fsync
-    on, one ``fdatasync``, a group commit), then tells each of their
-    appenders how it went: success, or the error every one of them gets.
+    ``append`` puts its line among the waiting ones and waits, at most
+    ``timeout`` seconds, until it is written.  The first appender to find no
+    batch being written becomes the leader: it takes every line waiting (its
+    own included), writes them together with the mutex let go (see
+    ``Segments.write``: one ``os.write`` and, with fsync on, one
+    ``fdatasync``: a group commit), then tells each of their appenders how it
+    went (success, or the error every one of them gets).  Appenders whose
+    lines came too late for that batch wait; when it is over, one of them
+    leads the next.  A lone client's POST thus writes its own line, with no
+    hand-off to another thread; busy ones share writes and flushes.
 
-    ``_mutex`` guards ``_waiting``, ``_closed`` and the ``_Entry`` records;
-    the writer holds it only to take a batch and to hand the outcome back,
-    never while writing.  ``_work`` (on the mutex) is notified when a line is
-    added or the journal closes: the writer waits on it.  ``_written`` (on
-    the mutex) is notified (all) after every batch: appenders wait on it.
+    ``_mutex`` guards ``_waiting``, ``_writing``, ``_closed`` and the
+    ``_Entry`` records; it is never held while writing.  Only the leader
+    (the thread that set ``_writing``) touches ``segments``.  ``_written``
+    (on the mutex) is notified (all) when a batch is over: appenders wait
+    on it, for their outcome or their turn to lead, and so does ``close``.
     """
 
     def __init__(self, segments: "Segments"):
         self.segments = segments
         self.timeout = JOURNAL_TIMEOUT
         self._mutex = threading.Lock()
-        self._work = threading.Condition(self._mutex)
         self._written = threading.Condition(self._mutex)
         self._waiting: List[_Entry] = []
+        self._writing = False
         self._closed = False
-        self._thread = threading.Thread(target=self._write_batches, name="lestats-journal",
-                                        daemon=True)
-        self._thread.start()
 
     def append(self, job: AcceptedJob) -> None:
         """Write ``job``'s line; return once it is written (and, with fsync
         on, on disk).  Raise JournalError if it could not be: the journal is
         then as it was."""
         entry = _Entry(job.number, job.line())
+        deadline = time.monotonic() + self.timeout
         with self._mutex:
             if self._closed:
                 raise JournalError(errno.ESHUTDOWN, "the journal is closed")
             self._waiting.append(entry)
-            self._work.notify()
-            if not self._written.wait_for(lambda: entry.done, self.timeout):
-                if entry in self._waiting:   # not taken by the writer yet: never will be
-                    self._waiting.remove(entry)
-                raise JournalError(errno.ETIMEDOUT, f"the journal did not answer within"
-                                                    f" {self.timeout:g} s")
+            while not entry.done:
+                if not self._writing:
+                    self._write_batch()
+                elif not self._written.wait(deadline - time.monotonic()):
+                    if entry in self._waiting:   # no batch took it: none ever will
+                        self._waiting.remove(entry)
+                        raise JournalError(errno.ETIMEDOUT, "the journal did not answer"
+                                                            f" within {self.timeout:g} s")
         if entry.error is not None:
             raise JournalError(entry.error.errno, entry.error.strerror or str(entry.error))
 
     def close(self) -> None:
-        """Write what is waiting, then stop the writer and close the segment."""
+        """Wait (at most ``timeout`` seconds) for the batch being written,
+        then close the segment; later appends are refused."""
         with self._mutex:
             self._closed = True
-            self._work.notify()
-        self._thread.join()
+            if not self._written.wait_for(lambda: not self._writing, self.timeout):
+                log.error("journal: a write did not end within %g s; closing without it",
+                          self.timeout)
+                return
         self.segments.close()
 
-    def _write_batches(self) -> None:
-        while True:
-            with self._mutex:
-                while not self._waiting and not self._closed:
-                    self._work.wait()
-                if not self._waiting:   # closed, and nothing left to write
-                    return
-                batch, self._waiting = self._waiting, []
-            try:
-                error = self.segments.write(batch)
-            except Exception as exc:   # pylint: disable=broad-except
-                # A bug here must not leave the batch's appenders waiting for ever.
-                log.exception("journal writer failed")
-                error = OSError(errno.EIO, f"journal writer failed: {exc}")
-            with self._mutex:
-                for entry in batch:
-                    entry.done, entry.error = True, error
-                self._written.notify_all()
+    def _write_batch(self) -> None:
+        """Lead: write every waiting line, with the mutex let go.  Hold ``_mutex``."""
+        self._writing = True
+        batch, self._waiting = self._waiting, []
+        self._mutex.release()
+        try:
+            error = self.segments.write(batch)
+        except Exception as exc:   # pylint: disable=broad-except
+            # A bug here must not leave the batch's appenders waiting for ever.
+            log.exception("journal write failed")
+            error = OSError(errno.EIO, f"journal write failed: {exc}")
+        finally:
+            self._mutex.acquire()   # pylint: disable=consider-using-with
+            self._writing = False
+        for written in batch:
+            written.done, written.error = True, error
+        self._written.notify_all()
 
 
 class Segments:
-    """The journal's files (``.journal-N.jsonl``), used by the writer thread
-    alone, so nothing here needs a lock.
+    """The journal's files (``.journal-N.jsonl``), used by one thread at a
+    time (the Journal's leader), so nothing here needs a lock of its own.
 
     Being the only writer, it knows where the open segment ended before a
     batch: a failed or short write is cut back there (``ftruncate``), so no
@@ -394,7 +403,7 @@ class ResultsDirectory:
     ``take`` locks, or raises DirectoryInUse naming the owner's pid without
     having changed anything; ``relock`` takes a fresh lock file after the
     directory was wiped.  Only the thread that opens the store and, later,
-    the journal's writer use it, one after the other.
+    the journal's leader use it, one at a time.
     """
 
     def __init__(self, directory: str, data_source: str):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lestats import storage
 from lestats.data import load
 from lestats.tools.demo import HEADER
 from lestats.jobs import JobManager
@@ -61,6 +62,13 @@ TINY_ROWS = [
     row(MUSCLE, "Ohio", "50", "Total", "Total"),
     row(UNRANKED, "Ohio", "1", "Total", "Total"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def quick_journal_timeout(monkeypatch):
+    """An append that waits for a stuck journal gives up after 5 s in tests
+    (30 s in the server), so that a broken journal fails tests, fast."""
+    monkeypatch.setattr(storage, "JOURNAL_TIMEOUT", 5.0)
 
 
 @pytest.fixture

@@ -135,6 +135,31 @@ class SwitchingCondition(threading.Condition):
         return woken
 
 
+class CountingCondition(threading.Condition):
+    """A Condition that counts the threads waiting on it, so that a test can
+    wait (``wait_for_waiters``) until they are all in place."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self._waiting = 0
+        self._counted = threading.Condition()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        with self._counted:
+            self._waiting += 1
+            self._counted.notify_all()
+        try:
+            return super().wait(timeout)
+        finally:
+            with self._counted:
+                self._waiting -= 1
+
+    def wait_for_waiters(self, count: int, timeout: float = TIMEOUT) -> bool:
+        """True once ``count`` threads wait on this Condition."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self._waiting >= count, timeout)
+
+
 class SpuriousCondition(threading.Condition):
     """A Condition whose first wait returns at once without a notify;
     ``waits`` counts every call, and ``second_wait`` is set on the second."""

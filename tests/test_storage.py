@@ -16,7 +16,7 @@ from lestats import storage
 from lestats.storage import (LOCK_NAME, AcceptedJob, DirectoryInUse, DiskFull, JobStore,
                              JournalError, StoreError, parse_journal_line)
 
-from interleave import TIMEOUT
+from interleave import TIMEOUT, CountingCondition
 
 
 def job(number, question="q"):
@@ -315,21 +315,41 @@ def test_a_failed_flush_is_reported_to_every_appender_it_covered(tmp_path, store
         except JournalError as exc:
             outcomes[number] = exc.strerror
 
+    journal = store._journal   # pylint: disable=protected-access
+    journal._written = CountingCondition(journal._mutex)   # pylint: disable=protected-access
     first = threading.Thread(target=append, args=(1,))
     first.start()
-    assert in_flush.wait(TIMEOUT)
+    assert in_flush.wait(TIMEOUT)     # job 1's appender leads, its flush held
     others = [threading.Thread(target=append, args=(n,)) for n in (2, 3)]
     for thread in others:
         thread.start()
-    journal = store._journal   # pylint: disable=protected-access
-    with journal._mutex:   # pylint: disable=protected-access
-        assert journal._written.wait_for(   # pylint: disable=protected-access
-            lambda: len(journal._waiting) == 2, TIMEOUT)   # pylint: disable=protected-access
+    assert journal._written.wait_for_waiters(2)   # pylint: disable=protected-access
     gate.set()   # batch 1 succeeds; batch 2 (jobs 2 and 3) fails its one flush
     for thread in [first, *others]:
         thread.join(timeout=TIMEOUT)
     assert outcomes == {1: "ok", 2: "Input/output error", 3: "Input/output error"}
     assert len(calls) == 2
+
+
+def test_every_appender_is_woken_as_soon_as_its_line_is_written(tmp_path, stores,
+                                                                monkeypatch):
+    """Three appenders wait behind a stuck write; the next batch writes all
+    three lines, and all three must be woken then (not after a timeout)."""
+    store, _ = stores(tmp_path)
+    journal = store._journal   # pylint: disable=protected-access
+    journal._written = CountingCondition(journal._mutex)   # pylint: disable=protected-access
+    stuck = StuckWrite(journal.segments._fd, gate=threading.Event())   # pylint: disable=protected-access
+    monkeypatch.setattr(storage.os, "write", stuck)
+    threads = [threading.Thread(target=store.accept, args=(job(n),)) for n in range(1, 5)]
+    threads[0].start()
+    assert stuck.entered.wait(TIMEOUT)
+    for thread in threads[1:]:
+        thread.start()
+    assert journal._written.wait_for_waiters(3)   # pylint: disable=protected-access
+    stuck.gate.set()
+    for thread in threads:
+        thread.join(timeout=2.0)   # the journal's own timeout is 5 s here
+    assert not any(thread.is_alive() for thread in threads)
 
 
 def test_the_writer_holds_no_lock_while_it_writes(tmp_path, stores, monkeypatch):
@@ -348,18 +368,27 @@ def test_the_writer_holds_no_lock_while_it_writes(tmp_path, stores, monkeypatch)
     appender.join(timeout=TIMEOUT)
 
 
-def test_an_append_waits_for_the_writer_no_longer_than_its_timeout(tmp_path, stores,
-                                                                   monkeypatch):
+def test_an_append_waits_behind_a_stuck_write_no_longer_than_its_timeout(tmp_path, stores,
+                                                                         monkeypatch):
     store, _ = stores(tmp_path)
     journal = store._journal   # pylint: disable=protected-access
     journal.timeout = 0.2
     stuck = StuckWrite(journal.segments._fd, gate=threading.Event())   # pylint: disable=protected-access
     monkeypatch.setattr(storage.os, "write", stuck)
+    leader = threading.Thread(target=store.accept, args=(job(1),))
+    leader.start()
     try:
+        assert stuck.entered.wait(TIMEOUT)   # job 1's appender is writing, and stuck
         with pytest.raises(JournalError, match="did not answer within 0.2 s"):
-            store.accept(job(1))
+            store.accept(job(2))
     finally:
         stuck.gate.set()
+        leader.join(timeout=TIMEOUT)
+    store.accept(job(3))
+    store.close()
+    again = JobStore(tmp_path)
+    assert [j.number for j in again.open("data.csv").pending] == [1, 3]
+    again.close()
 
 
 def test_segments_of_finished_jobs_are_deleted_and_no_others(tmp_path, stores, monkeypatch):

@@ -43,7 +43,7 @@ from . import check, hostile
 from ..data import DEMO_FILE, DataIndex, load
 from .demo import scale
 from ..jobs import JobResult, job_number
-from .soak import ServerProcess, proc_status
+from .soak import RUN_PY, ServerProcess, proc_status
 from ..statistics import STATISTICS, prepare
 from ..storage import JobStore
 
@@ -407,6 +407,30 @@ def step_watching(data: Path, index: DataIndex, checker_dir: Optional[Path], sec
     report["watching"] = result
 
 
+def step_compare(data: Path, index: DataIndex, other: Path, seconds: float, rounds: int,
+                 workdir: Path, report: Dict[str, Any]) -> None:
+    """Step 9 (``--compare RUN_PY``): cycles/s of this checkout and of
+    another one's ``run.py`` (the version before a change, say), taking
+    turns round after round, each keeping its best round."""
+    mix = requests_mix(index, 900)
+    best: Dict[str, Dict[int, float]] = {"this": {}, "other": {}}
+    for round_number in range(rounds):
+        for name, entry in (("this", (str(RUN_PY),)), ("other", (str(other),))):
+            server = ServerProcess(data, workdir / f"results-{name}-{round_number}",
+                                   workdir / f"{name}.log", entry=entry)
+            try:
+                for clients in CONCURRENCY:
+                    rate = measure_cycles(server.port, mix, clients, seconds)[0]
+                    best[name][clients] = max(best[name].get(clients, 0.0), rate)
+            finally:
+                server.stop()
+    report["compare"] = {
+        "other": str(other),
+        "cycles_per_s": {c: {"this": round(best["this"][c]), "other": round(best["other"][c]),
+                             "ratio": round(best["this"][c] / best["other"][c], 3)}
+                         for c in CONCURRENCY}}
+
+
 def serve_memory(jobs: str, data: str, results: str) -> int:
     """Child of step 8: accept ``jobs`` jobs in this process (in batches, as
     a busy server would) and print the memory they keep, as JSON."""
@@ -605,6 +629,12 @@ def print_report(report: Dict[str, Any], out=None) -> None:
         print(f"  checker with 10 subscribers: {checked['cases']} cases, all passed "
               f"{checked['all_passed']}, first polls running {checked['first_polls_running']}",
               file=out)
+    if "compare" in report:
+        print(f"\ncycles/s, this checkout vs {report['compare']['other']}"
+              " (turn about, best of each)", file=out)
+        for clients, row in report["compare"]["cycles_per_s"].items():
+            print(f"  c={clients}: {row['this']} vs {row['other']} (ratio {row['ratio']})",
+                  file=out)
     memory = report["memory_per_job"]
     print(f"\nmemory kept by {memory['jobs']} finished jobs: {memory['kept_bytes_per_job']}"
           f" bytes per job (tracemalloc), RSS +{memory['rss_mib']} MiB", file=out)
@@ -643,6 +673,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--checker-dir", type=Path,
                         default=REPO.parent / "shared"
                         / "checker")
+    parser.add_argument("--compare", type=Path, metavar="RUN_PY",
+                        help="also measure another checkout's run.py, turn about with this one")
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="seconds per concurrency level (default 3)")
     args = parser.parse_args(argv)
@@ -665,6 +697,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         step_watching(source, index, args.checker_dir if checker_csv.is_file() else None,
                       seconds, 1 if args.quick else 3, workdir, report)
         step_memory(source, 2_000 if args.quick else 200_000, workdir, report)
+        if args.compare:
+            step_compare(source, index, args.compare, seconds, 1 if args.quick else 3,
+                         workdir, report)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
