@@ -351,8 +351,10 @@ def test_on_sigterm_a_request_still_arriving_is_answered_before_exit(tmp_path):
     server = Server(tmp_path, "--client-timeout", "5")
     body = json.dumps({"question": OBESITY}).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
-        sock.sendall(b"POST /api/global_mean HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-                     % len(body) + body[:10])
+        sock.sendall(b"POST /api/global_mean HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                     b"Expect: 100-continue\r\n\r\n" % len(body))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"   # the head is in: in flight
+        sock.sendall(body[:10])
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + TIMEOUT
         while "received: draining" not in server.log.read_text():
