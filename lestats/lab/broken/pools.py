@@ -65,7 +65,7 @@ class PollingPool(ThreadPool):
                 self._idle -= 1
             self._counts["wakeups"] += 1
             empty = not self._tasks and not self._closed
-            if empty:
+            if empty:          # another worker took the task first: wait again
                 self._counts["empty_wakeups"] += 1
             self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
         if not self._tasks:    # closed and drained: this thread is done
