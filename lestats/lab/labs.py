@@ -495,7 +495,7 @@ LABS: Tuple[Lab, ...] = (
         " rename is atomic, so the name holds nothing or everything.",
         "what a reader sees mid-write",
         files.write_result_in_place, JobStore.write_result,
-        "os.replace(temp, final)", run_write_in_place),
+        "os.replace(temp", run_write_in_place),
 )
 
 

@@ -69,12 +69,13 @@ def code_shown(lab: Lab) -> List[str]:
             [text for _, text in correct], [text for _, text in broken],
             f"{_label(lab.correct)}  (correct)", f"{_label(lab.broken)}  (BROKEN)",
             n=2, lineterm=""))
+    lines = ""
     if lab.excerpt is not None:
         at = next(i for i, (_, text) in enumerate(correct) if lab.right in text)
         correct = correct[max(0, at - lab.excerpt[0]):at + lab.excerpt[1] + 1]
+        lines = f", lines {correct[0][0]}-{correct[-1][0]}"
     return ([f"BROKEN, {_label(lab.broken)}:"] + [f"  {text}" for _, text in broken]
-            + [f"correct, {_label(lab.correct)}, lines {correct[0][0]}-{correct[-1][0]}:"]
-            + [f"  {text}" for _, text in correct])
+            + [f"correct, {_label(lab.correct)}{lines}:"] + [f"  {text}" for _, text in correct])
 
 
 def show(lab: Lab, out: TextIO) -> bool:

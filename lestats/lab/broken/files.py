@@ -1,6 +1,6 @@
 """DELIBERATELY BROKEN: a result file written in place, under its final name.
 
-The write loop is storage.JobStore.write_result's, on purpose: what differs
+The write loop is storage.JobStore._write_new's, on purpose: what differs
 is the name written to, and nothing else.
 """
 # pylint: disable=duplicate-code
