@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, NoReturn, Optional
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Type
 
 from . import logs
 from .data import DataError, DataIndex, find_data_file, load
@@ -44,6 +44,7 @@ TOOLS = {
     "bench": "lestats.tools.bench",
     "soak": "lestats.tools.soak",
     "demo": "lestats.tools.demo",
+    "lab": "lestats.lab",
 }
 
 
@@ -81,7 +82,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The options of API.md."""
     parser = Parser(prog="lestats", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                     description="Serve the Le Stats Sportif statistics API.  "
-                                "Tools: python3 -m lestats {check,bench,soak,demo} --help.")
+                                "Tools: python3 -m lestats {check,bench,soak,demo,lab} --help.")
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on")
     add("--port", type=_number(int, 0, high=65535), default=5000,
@@ -113,6 +114,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="teaching: every job takes at least MS milliseconds, to watch the pool at /")
     add("--trace", metavar="FILE",
         help="teaching: write the pool's events to FILE as Chrome Trace Event JSON")
+    add("--broken-pool-for-teaching", metavar="NAME",
+        help="teaching only, DELIBERATELY BROKEN: serve with the bug lab's broken pool NAME"
+        " (python3 -m lestats lab lists the mistakes) to watch its mistake on the live"
+        " page; the server then loses, stalls or wastes work as that lab shows")
     return parser.parse_args(argv)
 
 
@@ -132,6 +137,22 @@ def worker_count(option: Optional[int], environ: Mapping[str, str]) -> int:
     return count
 
 
+def pool_class(broken: Optional[str]) -> Type[ThreadPool]:
+    """ThreadPool; with --broken-pool-for-teaching NAME, the bug lab's
+    deliberately broken pool NAME (the lab is imported only then)."""
+    if broken is None:
+        return ThreadPool
+    lab = importlib.import_module("lestats.lab.broken.pools")
+    pools = lab.FOR_THE_SERVER
+    if broken not in pools:
+        why = lab.NOT_FOR_THE_SERVER.get(broken, f"no broken pool is called {broken!r}")
+        raise StartError(f"--broken-pool-for-teaching: {why}; the broken pools are:"
+                         f" {', '.join(pools)}")
+    log.warning("DELIBERATELY BROKEN pool %r in use, for teaching only: this server"
+                " does not work correctly", broken)
+    return pools[broken]
+
+
 class Service:
     """The running parts, wired in dependency order and stopped in reverse:
     the event bus (and trace), the pool, the job manager, the HTTP server."""
@@ -139,10 +160,11 @@ class Service:
     def __init__(self, index: DataIndex, args: argparse.Namespace,
                  environ: Mapping[str, str]):
         workers = worker_count(args.workers, environ)
+        pool = pool_class(args.broken_pool_for_teaching)
         self.client_timeout = args.client_timeout
         self.events = EventBus()
         self.trace = TraceWriter(self.events, args.trace) if args.trace else None
-        self.pool = ThreadPool(workers, max_queued=args.max_queued, events=self.events)
+        self.pool = pool(workers, max_queued=args.max_queued, events=self.events)
         try:
             self.jobs = JobManager(
                 index, self.pool, JobStore(args.results_dir, fsync=args.fsync,
@@ -300,7 +322,8 @@ def serve(argv: List[str]) -> int:
         except StartError as exc:
             print(f"lestats: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args)) if note]
+        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args),
+                                   _broken_pool_note(args)) if note]
         for note in notes:
             log.info("%s", note)
         port = service.server.server_port
@@ -312,6 +335,13 @@ def serve(argv: List[str]) -> int:
     finally:
         logging.getLogger("lestats").removeHandler(handler)
         handler.close()
+
+
+def _broken_pool_note(args: argparse.Namespace) -> Optional[str]:
+    if args.broken_pool_for_teaching is None:
+        return None
+    return (f"WARNING: DELIBERATELY BROKEN pool {args.broken_pool_for_teaching!r}"
+            " (--broken-pool-for-teaching): for teaching only, see the live page")
 
 
 def _slow_motion_note(args: argparse.Namespace) -> Optional[str]:

@@ -20,6 +20,9 @@ a switch point exactly where a race would bite:
 import threading
 from typing import Callable, Optional
 
+# The bug lab forces the same interleaving with the same tool.
+from lestats.lab.forcing import PausingCondition as SwitchingCondition  # noqa: F401
+
 TIMEOUT = 5.0   # no forced pause or gate in these tests waits longer
 
 
@@ -106,33 +109,6 @@ def pause_after_read(obj: object, name: str, chosen: Callable[[], bool],
 def in_thread(name_prefix: str) -> Callable[[], bool]:
     """A ``chosen`` test: the current thread's name starts with ``name_prefix``."""
     return lambda: threading.current_thread().name.startswith(name_prefix)
-
-
-class SwitchingCondition(threading.Condition):
-    """A Condition whose next waiter to wake after ``arm()`` lets go of the
-    lock and stops at ``pause`` before taking it back: other threads run
-    between its wake-up and its re-check."""
-
-    def __init__(self, lock):
-        super().__init__(lock)
-        self.pause = Pause()
-        self._armed = False
-
-    def arm(self) -> None:
-        """The next waiter to wake stops (call with the lock held or before
-        any wake-up can happen)."""
-        self._armed = True
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        woken = super().wait(timeout)
-        if self._armed:
-            self._armed = False
-            self.release()
-            try:
-                self.pause.stop_here()
-            finally:
-                self.acquire()
-        return woken
 
 
 class CountingCondition(threading.Condition):
