@@ -52,6 +52,16 @@ class StartError(Exception):
     """Start-up cannot go on; the message is the one line shown to the user."""
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none to show
+    (the help then says what happens without the option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (and exit status 2)."""
 
@@ -80,7 +90,7 @@ def _number(kind: Callable[[str], Any], low: float, inclusive: bool = True,
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The options of API.md."""
-    parser = Parser(prog="lestats", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = Parser(prog="lestats", formatter_class=DefaultsFormatter,
                     description="Serve the Le Stats Sportif statistics API.  "
                                 "Tools: python3 -m lestats {check,bench,soak,demo,lab} --help.")
     add = parser.add_argument
