@@ -57,7 +57,7 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     (the help then says what happens without the option)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False):
+        if action.default is None or action.default is False:
             return action.help or ""
         return super()._get_help_string(action)
 
