@@ -27,29 +27,100 @@ TIMEOUT = 5.0   # no forced pause or gate in these tests waits longer
 
 
 class Pause:
-    """A switch point: ``reached`` is set when the chosen thread stops there,
-    and it goes on when ``release`` is set (or after TIMEOUT, so that a test
-    of broken code fails instead of hanging).  ``arrivals(n, timeout)`` waits
-    until n threads have come to it."""
+    """A switch point: ``reached`` is set when a chosen thread stops there;
+    ``release.set()`` lets every thread stopped there (now or later) go on,
+    ``let_go(name)`` just one; a thread goes on after TIMEOUT anyway, so
+    that a test of broken code fails instead of hanging.  ``changed`` is
+    notified at each arrival (and by a WatchedLock made with it), so a test
+    can wait for "a second thread came here, or is blocked on the lock"
+    (``second_thread``)."""
 
     def __init__(self) -> None:
         self.reached = threading.Event()
-        self.release = threading.Event()
-        self._count = 0
-        self._arrived = threading.Condition()
+        self.count = 0
+        self.changed = threading.Condition()
+        self.lock: Optional["WatchedLock"] = None
+        self.release = _ReleaseAll(self)
+        self.released_all = False
+        self._let_go: set = set()
 
     def stop_here(self) -> None:
         """Called by the chosen thread at the switch point."""
-        with self._arrived:
-            self._count += 1
-            self._arrived.notify_all()
-        self.reached.set()
-        self.release.wait(TIMEOUT)
+        name = threading.current_thread().name
+        with self.changed:
+            self.count += 1
+            self.changed.notify_all()
+            self.reached.set()
+            self.changed.wait_for(lambda: self.released_all or name in self._let_go, TIMEOUT)
 
-    def arrivals(self, count: int, timeout: float) -> bool:
-        """True once ``count`` threads have reached the switch point."""
-        with self._arrived:
-            return self._arrived.wait_for(lambda: self._count >= count, timeout)
+    def let_go(self, name: str) -> None:
+        """Let the thread called ``name`` go on from the switch point."""
+        with self.changed:
+            self._let_go.add(name)
+            self.changed.notify_all()
+
+    def second_thread(self) -> str:
+        """Wait until a second thread reaches the switch point (code without
+        the lock lets it) or waits for the lock (code with it makes it), and
+        say which: "arrived" or "blocked"."""
+        with self.changed:
+            assert self.changed.wait_for(
+                lambda: self.count >= 2 or (self.lock is not None and self.lock.waiting),
+                TIMEOUT), "the second thread neither came nor waited for the lock"
+            return "arrived" if self.count >= 2 else "blocked"
+
+
+class _ReleaseAll:   # pylint: disable=too-few-public-methods
+    """``Pause.release``: its ``set()`` lets every stopped thread go on."""
+
+    def __init__(self, pause: Pause):
+        self._pause = pause
+
+    def set(self) -> None:
+        """Let everyone go."""
+        with self._pause.changed:
+            self._pause.released_all = True
+            self._pause.changed.notify_all()
+
+
+class WatchedLock:
+    """A Lock that says (through ``pause.changed``) when a thread has to
+    wait for it: ``waiting`` counts those threads.  Put it in place of an
+    object's mutex before any Condition is made on it."""
+
+    def __init__(self, pause: Pause):
+        self._lock = threading.Lock()
+        self._pause = pause
+        self.waiting = 0
+        pause.lock = self
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Lock.acquire, noting a wait."""
+        if self._lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        with self._pause.changed:
+            self.waiting += 1
+            self._pause.changed.notify_all()
+        try:
+            return self._lock.acquire(True, timeout)
+        finally:
+            with self._pause.changed:
+                self.waiting -= 1
+
+    def release(self) -> None:
+        """Lock.release."""
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Lock.locked."""
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
 
 class IdleWatch:
@@ -109,6 +180,11 @@ def pause_after_read(obj: object, name: str, chosen: Callable[[], bool],
 def in_thread(name_prefix: str) -> Callable[[], bool]:
     """A ``chosen`` test: the current thread's name starts with ``name_prefix``."""
     return lambda: threading.current_thread().name.startswith(name_prefix)
+
+
+def in_threads(*names: str) -> Callable[[], bool]:
+    """A ``chosen`` test: the current thread is one of ``names``."""
+    return lambda: threading.current_thread().name in names
 
 
 class CountingCondition(threading.Condition):

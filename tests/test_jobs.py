@@ -15,7 +15,8 @@ from lestats.statistics import QueryError
 from lestats.storage import JobStore
 
 from conftest import MUSCLE, OBESITY
-from interleave import TIMEOUT, SpuriousCondition, in_thread, pause_after_read
+from interleave import (TIMEOUT, SpuriousCondition, WatchedLock, in_thread, in_threads,
+                        pause_after_read)
 
 ASK = {"question": OBESITY}
 
@@ -297,15 +298,17 @@ def test_ids_are_taken_under_the_lock(managers):
     """A submit reads the next id and is switched out right after: another
     submit must not get the same id (nor leave a gap)."""
     manager = managers()
-    switch = pause_after_read(manager, "_next", in_thread("first"))
+    switch = pause_after_read(manager, "_next", in_threads("first", "second"), times=2)
+    manager._mutex = WatchedLock(switch)   # pylint: disable=protected-access
     ids = []
     first = threading.Thread(target=lambda: ids.append(manager.submit("global_mean", ASK)),
                              name="first")
     first.start()
     assert switch.reached.wait(TIMEOUT)
-    second = threading.Thread(target=lambda: ids.append(manager.submit("global_mean", ASK)))
+    second = threading.Thread(target=lambda: ids.append(manager.submit("global_mean", ASK)),
+                              name="second")
     second.start()
-    second.join(timeout=0.3)   # under the lock, it waits for the first
+    switch.second_thread()   # "blocked" here; "arrived" (and read the same id) without the lock
     switch.release.set()
     first.join(timeout=TIMEOUT)
     second.join(timeout=TIMEOUT)
@@ -320,10 +323,15 @@ def test_the_unfinished_count_is_updated_under_the_lock(managers):
     returns to zero."""
     manager = managers(workers=2)
     switch = pause_after_read(manager, "_unfinished", in_thread("lestats-worker"), times=2)
+    manager._mutex = WatchedLock(switch)   # pylint: disable=protected-access
+    both = threading.Barrier(2)   # the two jobs finish together
+    original = manager._store.write_result   # pylint: disable=protected-access
+    manager._store.write_result = lambda *args: (   # pylint: disable=protected-access
+        both.wait(TIMEOUT), original(*args))
     manager.submit("global_mean", ASK)
     manager.submit("global_mean", {"question": MUSCLE})
     assert switch.reached.wait(TIMEOUT)
-    switch.arrivals(2, timeout=0.3)
+    switch.second_thread()     # "blocked" here; "arrived" where the count has no lock
     switch.release.set()
     assert manager.drain(timeout=TIMEOUT)
     assert manager.num_jobs() == 0

@@ -10,8 +10,8 @@ import pytest
 
 from lestats.pool import PoolClosed, PoolFull, ThreadPool
 
-from interleave import (TIMEOUT, IdleWatch, SwitchingCondition, in_thread,
-                        pause_after_read, voluntary_switches)
+from interleave import (TIMEOUT, IdleWatch, SwitchingCondition, WatchedLock, in_thread,
+                        in_threads, pause_after_read, voluntary_switches)
 
 
 def watched_pool(size, name, pool_class=ThreadPool, **options):
@@ -271,6 +271,13 @@ class HeldPool(ThreadPool):
         super()._work(me)
 
 
+def with_watched_lock(pool, switch):
+    """Give a HeldPool (workers not started) a WatchedLock and its Conditions."""
+    mutex = pool._mutex = WatchedLock(switch)   # pylint: disable=protected-access
+    pool._task_ready = threading.Condition(mutex)   # pylint: disable=protected-access
+    pool._all_done = threading.Condition(mutex)   # pylint: disable=protected-access
+
+
 def test_a_wake_up_that_finds_the_queue_empty_waits_again():
     """Two workers.  One is woken for a task, but the other, finishing its
     own task, takes that one first.  The woken worker must re-check and wait
@@ -310,9 +317,11 @@ def test_the_closed_check_and_the_enqueue_are_one_step():
     """A submit reads ``_closed`` and is switched out right after: a shutdown
     must not slip in between (the task would be queued on a pool whose
     workers have left).  Either the task runs, or submit refuses it."""
-    pool = watched_pool(1, "closed-race")
+    pool = watched_pool(1, "closed-race", HeldPool)
+    switch = pause_after_read(pool, "_closed", in_threads("submitter", "stopper"), times=2)
+    with_watched_lock(pool, switch)
+    pool.go.set()
     wait_until_idle(pool, 1)
-    switch = pause_after_read(pool, "_closed", in_thread("submitter"))
     ran = threading.Event()
     outcome = []
 
@@ -326,10 +335,14 @@ def test_the_closed_check_and_the_enqueue_are_one_step():
     thread = threading.Thread(target=submitter, name="submitter")
     thread.start()
     assert switch.reached.wait(TIMEOUT)
-    stopper = threading.Thread(target=pool.shutdown)
+    stopper = threading.Thread(target=pool.shutdown, name="stopper")
     stopper.start()
-    stopper.join(timeout=0.3)   # with the check under the lock, shutdown waits here
-    switch.release.set()
+    if switch.second_thread() == "arrived":   # submit checked outside the lock:
+        switch.let_go("stopper")              # the shutdown ends, the worker leaves,
+        stopper.join(TIMEOUT)
+        for worker in pool._threads:   # pylint: disable=protected-access
+            worker.join(TIMEOUT)
+    switch.release.set()                      # and only then does the submit go on
     thread.join(timeout=TIMEOUT)
     stopper.join(timeout=TIMEOUT)
     assert pool.join(timeout=TIMEOUT)
@@ -337,16 +350,20 @@ def test_the_closed_check_and_the_enqueue_are_one_step():
 
 
 def test_the_unfinished_count_is_updated_under_the_lock():
-    """Two workers finish at once; each is switched out right after reading
-    ``_unfinished``.  Under the lock the second cannot read before the first
-    has written; without it both read 2, both write 1, and join never sees 0."""
-    pool = watched_pool(2, "count-race")
-    both = threading.Barrier(2)
+    """Two workers finish at once; the first to read ``_unfinished`` is
+    switched out right after the read.  Under the lock the second must wait
+    for the lock; without it, it reads the same count too, both write it
+    less one, and join never sees zero."""
+    pool = watched_pool(2, "count-race", HeldPool)
     switch = pause_after_read(pool, "_unfinished", in_thread("count-race"), times=2)
+    with_watched_lock(pool, switch)
+    pool.go.set()
+    wait_until_idle(pool, 2)
+    both = threading.Barrier(2)
     for _ in range(2):
         pool.submit(lambda: both.wait(TIMEOUT))
     assert switch.reached.wait(TIMEOUT)
-    switch.arrivals(2, timeout=0.3)   # only code without the lock gets both here
+    switch.second_thread()     # "blocked" here; "arrived" where the count has no lock
     switch.release.set()
     try:
         assert pool.join(timeout=TIMEOUT)
