@@ -36,6 +36,7 @@ TOOLS = {
     "bench": "lestats.tools.bench",
     "soak": "lestats.tools.soak",
     "demo": "lestats.tools.demo",
+    "pyz": "lestats.tools.pyz",
 }
 
 
