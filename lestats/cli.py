@@ -45,6 +45,7 @@ TOOLS = {
     "soak": "lestats.tools.soak",
     "demo": "lestats.tools.demo",
     "lab": "lestats.lab",
+    "pyz": "lestats.tools.pyz",
 }
 
 
@@ -92,7 +93,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The options of API.md."""
     parser = Parser(prog="lestats", formatter_class=DefaultsFormatter,
                     description="Serve the Le Stats Sportif statistics API.  "
-                                "Tools: python3 -m lestats {check,bench,soak,demo,lab} --help.")
+                                "Tools: python3 -m lestats {check,bench,soak,demo,lab,pyz} --help.")
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on")
     add("--port", type=_number(int, 0, high=65535), default=5000,

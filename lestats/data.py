@@ -1,21 +1,31 @@
 """Loading the survey CSV into an immutable index of means.
 
-The CSV is read once, at start, in one streaming pass that keeps no rows:
-each row adds its ``Data_Value`` to a running (sum, count) per question,
-state, category and stratification.  Those sums are then added up per state
-and per question, turned into means and frozen, so every statistic is a function of the
-number of states and groups, never of the number of rows, and the index can
-be shared by any number of threads without a lock.
+The CSV is read once, at start, by ``csv.DictReader`` in one streaming pass
+that keeps no rows: each row adds its ``Data_Value`` to a running (sum,
+count) per question, state, category and stratification.  Those sums are
+then added up per state and per question, turned into means and frozen, so
+every statistic is a function of the number of states and groups, never of
+the number of rows, and the index can be shared by any number of threads
+without a lock.
+
+The file is read in pieces of at most ``LINE_LIMIT`` characters, so a
+huge line is refused (with its number) without ever being held whole.  A
+quoted field may still span lines; the csv module's own field limit, left
+as it is, bounds it.  The file may also lie inside a zip archive, as
+``data/demo.csv`` does in ``lestats.pyz``.
 """
 
+import contextlib
 import csv
+import errno
+import io
 import math
 import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import IO, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
 QUESTION = "Question"
 STATE = "LocationDesc"
@@ -27,8 +37,21 @@ REQUIRED_COLUMNS = (QUESTION, STATE, VALUE, CATEGORY, STRATIFICATION)
 COURSE_FILE_NAME = "nutrition_activity_obesity_usa_subset.csv"
 DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo.csv"
 
+LINE_LIMIT = 64 * 1024
+"""Characters one physical line may hold (the course file's hold about 400)."""
+
+# Values are summed scaled down by 2**-64 and the means scaled back up.  A
+# power of two changes only the exponent, so for ordinary values every sum and
+# mean is bit for bit the plain sum/count, while no sum of fewer than 2**64
+# finite values can overflow.  (Only values below about 1e-289 lose digits.)
+_SCALE_DOWN = 2.0 ** -64
+_SCALE_UP = 2.0 ** 64
+
 Group = Tuple[str, str]
 """A (StratificationCategory1, Stratification1) pair."""
+
+Key = Tuple[str, str, str, str]
+"""(question, state, category, stratification); a short row has None for a missing column."""
 
 
 class DataError(Exception):
@@ -86,47 +109,117 @@ def load(path: "os.PathLike[str] | str") -> DataIndex:
     """Read the CSV at ``path`` into a DataIndex; raise DataError if unusable."""
     path = os.fspath(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            return _index(path, csv.reader(stream))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        with _open_text(path) as stream:
+            return _index(path, stream)
+    except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
-def _index(path: str, reader) -> DataIndex:
-    header = next(reader, None) or []
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[TextIO]:
+    """``path`` opened as CSV text.  A path that runs through a zip archive
+    (lestats.pyz/data/demo.csv when lestats runs from lestats.pyz) is read
+    from the archive, streaming."""
+    try:
+        stream = open(path, newline="", encoding="utf-8-sig")
+    except NotADirectoryError:
+        with _archive_member(path) as raw, io.TextIOWrapper(
+                raw, newline="", encoding="utf-8-sig") as member:
+            yield member
+        return
+    with stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _archive_member(path: str) -> Iterator[IO[bytes]]:
+    """The member of the zip archive that ``path`` runs through; OSError if
+    no part of ``path`` is a zip file holding it."""
+    # Imported here, as only lestats.pyz needs it: with bz2 and lzma it would
+    # add to every start-up.
+    import zipfile   # pylint: disable=import-outside-toplevel
+    archive, names = path, []
+    while not os.path.isfile(archive):
+        archive, name = os.path.split(archive)
+        if not name:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        names.insert(0, name)
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            try:
+                member = bundle.getinfo("/".join(names))
+            except KeyError:
+                raise FileNotFoundError(errno.ENOENT, f"not in the archive {archive}",
+                                        path) from None
+            with bundle.open(member) as raw:
+                yield raw
+    except zipfile.BadZipFile as exc:
+        raise OSError(f"{archive}: {exc}") from exc
+
+
+def _physical_lines(stream: TextIO, path: str) -> Iterator[str]:
+    """The lines of ``stream``, each read in a bounded piece; DataError on a
+    line over LINE_LIMIT characters, which is never read whole."""
+    readline = stream.readline
+    number = 0
+    line = readline(LINE_LIMIT + 1)
+    while line:
+        number += 1
+        if len(line) > LINE_LIMIT:
+            raise DataError(f"{path}: line {number} is longer than {LINE_LIMIT:,} "
+                            "characters: not a survey CSV")
+        yield line
+        line = readline(LINE_LIMIT + 1)
+
+
+def _index(path: str, stream: TextIO) -> DataIndex:
+    reader = csv.DictReader(_physical_lines(stream, path))
+    missing = [name for name in REQUIRED_COLUMNS if name not in (reader.fieldnames or ())]
     if missing:
         raise DataError(f"{path}: not a survey CSV: missing column(s) "
                         + ", ".join(missing))
-    pick = operator.itemgetter(*(header.index(name) for name in REQUIRED_COLUMNS))
-    isfinite = math.isfinite
+    try:
+        sums, rows, skipped = _sum_rows(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.reader.line_num}: {exc}") from exc
+    for key in [key for key in sums if None in key]:   # short rows
+        skipped += sums.pop(key)[1]
+    if not any(question and state for question, state, _, _ in sums):
+        raise DataError(f"{path}: no usable rows (none has a Question, a LocationDesc "
+                        "and a number in Data_Value)")
+    return DataIndex(path, _freeze(sums), rows, skipped)
 
-    # (question, state, category, stratification) -> [sum, count] over the
-    # rows with a value; _freeze adds these up per state and per question.
-    sums: Dict[Tuple[str, str, str, str], List[float]] = {}
+
+def _sum_rows(reader: csv.DictReader) -> Tuple[Dict[Key, List[float]], int, int]:
+    """({key: [scaled sum, count]}, rows read, rows skipped) over the rows
+    with a finite Data_Value; a short row is under a key holding None."""
+    key_of = operator.itemgetter(QUESTION, STATE, CATEGORY, STRATIFICATION)
+    isfinite = math.isfinite
+    scale_down = _SCALE_DOWN
+    sums: Dict[Key, List[float]] = {}
     rows = skipped = 0
-    for row in reader:
+    for row in reader:                      # the hot loop: one pass, no row kept
         rows += 1
         try:
-            question, state, raw, category, stratification = pick(row)
-            value = float(raw)
-        except (IndexError, ValueError):   # a short row, or no number
+            value = float(row[VALUE]) * scale_down
+        except (TypeError, ValueError):     # no number (None: the row is short)
             skipped += 1
             continue
         if not isfinite(value):
             skipped += 1
             continue
-        key = (question, state, category, stratification)
+        key = key_of(row)
         acc = sums.get(key)
         if acc is None:
             sums[key] = [value, 1]
         else:
             acc[0] += value
             acc[1] += 1
-    return DataIndex(path, _freeze(sums), rows, skipped)
+    return sums, rows, skipped
 
 
-def _freeze(sums: Dict[Tuple[str, str, str, str], List[float]]) -> Mapping[str, QuestionMeans]:
+def _freeze(sums: Dict[Key, List[float]]) -> Mapping[str, QuestionMeans]:
+    # The sums stay scaled down (see _SCALE_DOWN) until _mean.
     totals: Dict[str, List[float]] = {}                  # question -> [sum, count]
     state_totals: Dict[Tuple[str, str], List[float]] = {}  # (question, state) -> [sum, count]
     groups: Dict[str, Dict[str, Dict[Group, float]]] = {}  # question -> state -> group -> mean
@@ -137,20 +230,25 @@ def _freeze(sums: Dict[Tuple[str, str, str, str], List[float]]) -> Mapping[str, 
             acc[1] += count
         if state and category and strat:
             groups.setdefault(question, {}).setdefault(state, {})[(category, strat)] = (
-                total / count)
+                _mean(total, count))
     states: Dict[str, Dict[str, float]] = {}               # question -> state -> mean
     for (question, state), (total, count) in state_totals.items():
         if state:
-            states.setdefault(question, {})[state] = total / count
+            states.setdefault(question, {})[state] = _mean(total, count)
     frozen = {}
     for question, (total, count) in totals.items():
         if not question:
             continue
         by_state = groups.get(question, {})
         frozen[question] = QuestionMeans(
-            global_mean=total / count,
+            global_mean=_mean(total, count),
             state_means=MappingProxyType(states.get(question, {})),
             group_means=MappingProxyType(
                 {state: MappingProxyType(means) for state, means in by_state.items()}),
         )
     return MappingProxyType(frozen)
+
+
+def _mean(scaled_total: float, count: int) -> float:
+    """The mean of ``count`` values whose sum, scaled down, is ``scaled_total``."""
+    return scaled_total / count * _SCALE_UP

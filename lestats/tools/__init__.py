@@ -4,4 +4,5 @@
 * ``bench``: the benchmark, against the floor of the server's own stack.
 * ``soak``: traffic, kills and restarts against a real server process.
 * ``demo``: the seeded generator of the synthetic demo data.
+* ``pyz``: builds lestats.pyz, the whole program in one file.
 """
