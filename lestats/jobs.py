@@ -214,9 +214,10 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             raise ShuttingDown("shutting down") from exc
         self._table.add(number, QUEUED, query, time.time(), ticket)
         self._unfinished += 1
-        self._publish("job_accepted", job_id=job_id, statistic=query.name,
-                      question=query.question, state=query.state,
-                      queued=self._pool.queued())
+        if self._watched():
+            self._publish("job_accepted", job_id=job_id, statistic=query.name,
+                          question=query.question, state=query.state,
+                          queued=self._pool.queued())
 
     def _run(self, slot: int, number: int, query: Query) -> None:
         """A job, as a pool task: compute, write the result, then say so."""
@@ -259,8 +260,9 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             self._table.status[slot] = RUNNING
             self._table.started[slot] = time.time()
             self._table.workers[slot] = self._worker_index.get(worker, 0)
-            self._publish("job_started", job_id=f"job_id_{number}", worker=worker,
-                          queued=self._pool.queued())
+            if self._watched():
+                self._publish("job_started", job_id=f"job_id_{number}", worker=worker,
+                              queued=self._pool.queued())
 
     def _finish(self, slot: int, number: int, status: int, reason: Optional[str]) -> None:
         expired = 0
@@ -285,8 +287,10 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
                     oldest = self._done_order.popleft()
                     table.status[oldest] = EXPIRED
                     expired = table.numbers[oldest]
-            self._publish("job_finished", job_id=f"job_id_{number}",
-                          worker=threading.current_thread().name, status=STATUS_NAMES[status])
+            if self._watched():
+                self._publish("job_finished", job_id=f"job_id_{number}",
+                              worker=threading.current_thread().name,
+                              status=STATUS_NAMES[status])
         self._store.finished_below(first_open)
         if expired:
             self._store.remove_result(expired)
@@ -459,8 +463,11 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         return (f"{self._store.directory} holds {jobs} jobs from {earlier};"
                 f" numbering continues at {self._next}")
 
+    def _watched(self) -> bool:
+        """Is anyone listening to the events?  Checked before an event is
+        even built, so that nobody watching costs one attribute read."""
+        return self._events is not None and self._events.listening
+
     def _publish(self, kind: str, **fields: Any) -> None:
-        events = self._events
-        if events is not None and events.listening:
-            fields["t"] = time.time()
-            events.publish(kind, fields)
+        fields["t"] = time.time()
+        self._events.publish(kind, fields)

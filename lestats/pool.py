@@ -263,14 +263,16 @@ class ThreadPool:
             self._set_state(me, WAITING)
             self._idle += 1
             self._counts["waits"] += 1
-            self._publish("worker_wait", worker=me.name, condition="task_ready")
+            if self._events.listening:
+                self._publish("worker_wait", worker=me.name, condition="task_ready")
             self._task_ready.wait()
             self._woken -= 1   # whoever notified counted this wake-up as on its way
             self._counts["wakeups"] += 1
             empty = not self._tasks and not self._closed
             if empty:          # another worker took the task first: wait again
                 self._counts["empty_wakeups"] += 1
-            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+            if self._events.listening:
+                self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
         if not self._tasks:    # closed and drained: this thread is done
             self._set_state(me, EXITED)
             self._publish("worker_exit", worker=me.name)
@@ -310,6 +312,8 @@ class ThreadPool:
                           by=threading.current_thread().name)
 
     def _publish(self, kind: str, **fields: Any) -> None:
+        """Tell the events sink, if it listens.  On the hot paths the caller
+        checks ``listening`` first, so that nobody watching costs one read."""
         events = self._events
         if events.listening:
             fields["t"] = time.time()
