@@ -13,10 +13,11 @@ worker, queue position, reason): see ``JobTable``.
 """
 
 import bisect
-import hashlib
+import itertools
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from array import array
@@ -170,6 +171,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         self._worker_index = {name: i for i, name in enumerate(pool.worker_names, 1)}
         self._answers: Dict[Query, Tuple[bytes, str]] = {}
         self._queries: Dict[Query, Query] = {}
+        self._run_name = secrets.token_hex(6)
+        self._answer_names = itertools.count(1)
         self._mutex = threading.Lock()
         self._waiters: Dict[int, List[Any]] = {}   # slot -> [Condition, number waiting]
         self._table = JobTable()
@@ -241,8 +244,10 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         return self._queries.setdefault(query, query)
 
     def _answer(self, query: Query) -> Tuple[bytes, str]:
-        """The answer's JSON text and its SHA-256 (which names its one copy
-        on disk), computed once per Query."""
+        """The answer's JSON text, computed once per Query, and the name of
+        its one copy on disk: unique to this run and this Query (the next of
+        ``_answer_names``, whose ``next`` is atomic), so that no answer of
+        another run or another data file is ever taken for it."""
         answer = self._answers.get(query)
         if answer is None:
             try:
@@ -251,7 +256,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
                 raise ArithmeticError("the answer holds a number JSON cannot represent"
                                       " (infinite or not a number)") from exc
             data = text.encode("utf-8")
-            answer = self._answers.setdefault(query, (data, hashlib.sha256(data).hexdigest()))
+            name = f"{self._run_name}-{next(self._answer_names)}"
+            answer = self._answers.setdefault(query, (data, name))
         return answer
 
     def _mark_started(self, slot: int, number: int) -> None:

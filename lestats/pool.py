@@ -29,6 +29,9 @@ RUNNING = "running"
 EXITED = "exited"
 
 QUEUE_SHOWN = 100   # how many queued labels a snapshot lists
+# (notify_all?, Condition) -> the counter of those calls
+_COUNTER_KEYS = {(every, name): f"notify{'_all' if every else ''} {name}"
+                 for every in (False, True) for name in ("task_ready", "all_done")}
 
 
 class PoolClosed(RuntimeError):
@@ -299,10 +302,10 @@ class ThreadPool:
         name = "task_ready" if condition is self._task_ready else "all_done"
         if every:
             condition.notify_all()
-            self._counts[f"notify_all {name}"] += 1
+            self._counts[_COUNTER_KEYS[True, name]] += 1
         else:
             condition.notify()
-            self._counts[f"notify {name}"] += 1
+            self._counts[_COUNTER_KEYS[False, name]] += 1
         if condition is self._task_ready:
             woken = self._idle if every else min(self._idle, 1)
             self._idle -= woken

@@ -93,7 +93,10 @@ def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
 
 
 def nesting(text: str) -> int:
-    """How deep the arrays and objects of a JSON text nest (strings skipped)."""
+    """How deep the arrays and objects of a JSON text nest (strings skipped);
+    a text with few brackets is not read further."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return 0 if "[" not in text and "{" not in text else 1
     depth = deepest = 0
     for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
         depth += 1 if bracket in "[{" else -1

@@ -14,8 +14,8 @@ Everything lives in the results directory, which has exactly one owner:
   the journal stays about as large as the unfinished work.
 * ``job_id_N.json``: job N's result, written to a temporary file (created
   with O_EXCL|O_NOFOLLOW) and renamed into place, so a reader sees no file or
-  the whole file.  It is a hard link to ``.answers/<sha256>.json``, the one
-  copy of that answer, so that asking the same thing again and again does
+  the whole file.  It is a hard link to ``.answers/<name>.json``, the one
+  copy of that answer (named by the job layer, once per question per run), so that asking the same thing again and again does
   not fill the disk; copies no result links to any more are deleted at
   start.  Results are not fsynced one by one: the journal is the durable
   record, and a job whose result is missing (or not valid JSON after a power
@@ -544,8 +544,9 @@ class JobStore:
     def write_result(self, number: int, answer: bytes, digest: Optional[str] = None) -> None:
         """Store ``answer`` (JSON text) as job ``number``'s result, atomically.
 
-        With ``digest`` (a name for the answer's content: its SHA-256), the
-        result is a hard link to the one copy of that answer in ``.answers/``,
+        With ``digest`` (a name that stands for this answer's content and no
+        other: the job layer gives one per question per run), the result is a
+        hard link to the one copy of that answer in ``.answers/``,
         so a thousand jobs asking the same thing take one answer's space on
         disk; where hard links cannot be made, it is a copy of its own.
         """

@@ -384,8 +384,9 @@ class RequestHead:
         else:
             path, _, query = target.partition("#")[0].partition("?")
         params: Dict[str, str] = {}
-        for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-            params.setdefault(name, value)
+        if query:
+            for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+                params.setdefault(name, value)
         return path, params
 
 
