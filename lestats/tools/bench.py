@@ -30,6 +30,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -437,6 +438,50 @@ def step_compare(data: Path, index: DataIndex, other: Path, seconds: float, roun
                          for c in CONCURRENCY}}
 
 
+def instructions_per_cycle(run_py: Path, data: Path, index: DataIndex,
+                           workdir: Path) -> Optional[int]:
+    """CPU instructions a server (``run_py``) spends per cycle at one
+    client, counted by callgrind: the difference between 250 and 50 cycles,
+    over 200 (so start-up and exit cancel out).  Unlike a rate, the count is
+    the same from run to run, within about 1%, whatever else the machine
+    does.  None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    mix = requests_mix(index, 900)
+    totals = []
+    for cycles in (50, 250):
+        out = workdir / f"callgrind-{run_py.parent.name}-{cycles}.out"
+        server = ServerProcess(data, workdir / f"results-cg-{cycles}", workdir / "cg.log",
+                               ["--workers", "2"], python=(valgrind, "--tool=callgrind",
+                               f"--callgrind-out-file={out}", sys.executable),
+                               entry=(str(run_py),))
+        client = CycleClient(server.port)
+        for i in range(cycles):
+            client.cycle(*mix[i % len(mix)])
+        client.connection.close()
+        # Dump the counts, then kill: a signal's drain under valgrind is slow.
+        subprocess.run(["callgrind_control", "-d", str(server.pid)], capture_output=True,
+                       check=False)
+        time.sleep(3)   # callgrind_control returns before the dump is written
+        server.kill()
+        totals.append(max(int(line.split()[1]) for path in workdir.glob(out.name + "*")
+                          for line in path.read_text(errors="replace").splitlines()
+                          if line.startswith(("summary:", "totals:"))))
+    return (totals[1] - totals[0]) // 200
+
+
+def step_instructions(data: Path, index: DataIndex, other: Optional[Path], workdir: Path,
+                      report: Dict[str, Any]) -> None:
+    """Step 10 (``--callgrind``): instructions per cycle of this checkout
+    (and of ``--compare``'s)."""
+    result: Dict[str, Any] = {"this": instructions_per_cycle(RUN_PY, data, index, workdir)}
+    if other is not None and result["this"] is not None:
+        result["other"] = instructions_per_cycle(other, data, index, workdir)
+        result["ratio"] = round(result["this"] / result["other"], 3)
+    report["instructions_per_cycle"] = result
+
+
 def serve_memory(jobs: str, data: str, results: str) -> int:
     """Child of step 8: accept ``jobs`` jobs in this process (in batches, as
     a busy server would) and print the memory they keep, as JSON."""
@@ -641,6 +686,12 @@ def print_report(report: Dict[str, Any], out=None) -> None:
         for clients, row in report["compare"]["cycles_per_s"].items():
             print(f"  c={clients}: {row['this']} vs {row['other']} (ratio {row['ratio']})",
                   file=out)
+    if "instructions_per_cycle" in report:
+        counted = report["instructions_per_cycle"]
+        print(f"\ninstructions per cycle at one client (callgrind): this checkout "
+              f"{counted['this']}" + (f", {report['compare']['other']} {counted['other']}"
+                                      f" (ratio {counted['ratio']})" if "other" in counted
+                                      else ""), file=out)
     memory = report["memory_per_job"]
     print(f"\nmemory kept by {memory['jobs']} finished jobs: {memory['kept_bytes_per_job']}"
           f" bytes per job (tracemalloc), RSS +{memory['rss_mib']} MiB", file=out)
@@ -681,6 +732,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         / "checker")
     parser.add_argument("--compare", type=Path, metavar="RUN_PY",
                         help="also measure another checkout's run.py, turn about with this one")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="also count instructions per cycle under valgrind (slow; with"
+                        " --compare, for both)")
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="seconds per concurrency level (default 3)")
     args = parser.parse_args(argv)
@@ -706,6 +760,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.compare:
             step_compare(source, index, args.compare, seconds, 1 if args.quick else 3,
                          workdir, report)
+        if args.callgrind:
+            step_instructions(source, index, args.compare, workdir, report)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
