@@ -453,7 +453,7 @@ def instructions_per_cycle(run_py: Path, data: Path, index: DataIndex,
     for cycles in (50, 250):
         out = workdir / f"callgrind-{run_py.parent.name}-{cycles}.out"
         server = ServerProcess(data, workdir / f"results-cg-{cycles}", workdir / "cg.log",
-                               ["--workers", "2"], python=(valgrind, "--tool=callgrind",
+                               ["--workers", "2"], python=(valgrind, "-q", "--tool=callgrind",
                                f"--callgrind-out-file={out}", sys.executable),
                                entry=(str(run_py),))
         client = CycleClient(server.port)
