@@ -16,8 +16,8 @@ import bisect
 import itertools
 import json
 import logging
+import os
 import re
-import secrets
 import threading
 import time
 from array import array
@@ -171,7 +171,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         self._worker_index = {name: i for i, name in enumerate(pool.worker_names, 1)}
         self._answers: Dict[Query, Tuple[bytes, str]] = {}
         self._queries: Dict[Query, Query] = {}
-        self._run_name = secrets.token_hex(6)
+        self._run_name = os.urandom(6).hex()
         self._answer_names = itertools.count(1)
         self._mutex = threading.Lock()
         self._waiters: Dict[int, List[Any]] = {}   # slot -> [Condition, number waiting]
