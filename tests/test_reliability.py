@@ -13,8 +13,8 @@ import pytest
 
 from lestats.tools import soak
 from lestats.data import load
-from lestats.tools.soak import ServerProcess, call
-from lestats.statistics import STATISTICS, prepare
+from lestats.tools.soak import ServerProcess, call, random_request
+from lestats.statistics import prepare
 from lestats.storage import AcceptedJob
 
 from conftest import REPO
@@ -35,15 +35,6 @@ class KeepAliveClient:
 
     def close(self):
         self.connection.close()
-
-
-def random_request(index, rng):
-    name = rng.choice(sorted(STATISTICS))
-    question = rng.choice(sorted(index.questions))
-    body = {"question": question}
-    if STATISTICS[name].needs_state:
-        body["state"] = rng.choice(sorted(index.questions[question].state_means))
-    return name, body
 
 
 @pytest.mark.slow

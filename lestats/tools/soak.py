@@ -185,10 +185,6 @@ class Soak:  # pylint: disable=too-many-instance-attributes
         self.peak_threads = max(self.peak_threads, status.get("Threads", 0))
         self.peak_rss_kib = max(self.peak_rss_kib, status.get("VmHWM", 0))
 
-    def valid_request(self, rng: random.Random) -> Tuple[str, Dict[str, str]]:
-        """A statistic and a body the data can answer."""
-        return random_request(self.index, rng)
-
     def client(self, number: int) -> None:
         """Send mixed traffic until told to stop."""
         rng = random.Random(self.seed * 1000 + number)
@@ -197,7 +193,7 @@ class Soak:  # pylint: disable=too-many-instance-attributes
             kind = rng.random()
             try:
                 if kind < 0.7:
-                    name, body = self.valid_request(rng)
+                    name, body = random_request(self.index, rng)
                     status, answer = call(server.port, "POST", f"/api/{name}", body)
                     if status == 200:
                         self.received.append((answer["job_id"], name, body))
