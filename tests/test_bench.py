@@ -3,9 +3,9 @@ servers answer as they claim."""
 
 import json
 import threading
+from http.server import ThreadingHTTPServer
 
 import pytest
-from http.server import ThreadingHTTPServer
 
 from lestats.tools import bench
 from lestats.storage import JobStore
@@ -68,3 +68,20 @@ def test_percentiles_use_the_nearest_rank():
     assert bench.percentile(values, 0.5) == 51
     assert bench.percentile(values, 0.99) == 100
     assert bench.percentile([], 0.5) != bench.percentile([], 0.5)   # nan
+
+
+@pytest.mark.slow
+def test_the_hostile_benchmark_runs_and_prints_one_table(tmp_path, capsys):
+    path = tmp_path / "hostile.json"
+    assert bench.main(["--hostile", "--quick", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert set(report) == {"jobs listing", "header stuffing", "slowloris", "open-file limit",
+                           "expect 100-continue", "disk flood"}
+    assert report["jobs listing"]["num_jobs_status"] == 200
+    assert report["header stuffing"]["answered_431"] == report["header stuffing"]["connections"]
+    assert report["slowloris"]["answered_share"] > 0.9
+    assert report["open-file limit"]["new_client_status"] == 200
+    assert report["expect 100-continue"]["got_100"] == 1
+    assert report["disk flood"]["posts"] > 0
+    out = capsys.readouterr().out
+    assert "lestats under hostile clients" in out and "trickling sockets" in out

@@ -699,7 +699,7 @@ def print_report(report: Dict[str, Any], out=None) -> None:
 
 def bench_hostile(data: Path, quick: bool, json_path: Optional[Path]) -> int:
     """The hostile mode: tools.hostile's measurements, as one table."""
-    report = hostile.run_all(data, jobs=20_000 if quick else 200_000,
+    report = hostile.run_all(data, jobs=2_000 if quick else 200_000,
                              tricklers=100 if quick else 1000, seconds=2.0 if quick else 20.0)
     print(f"lestats under hostile clients ({os.cpu_count()} CPUs, Python "
           f"{sys.version.split()[0]}{', quick mode: not for comparing' if quick else ''})")
