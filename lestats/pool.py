@@ -263,26 +263,44 @@ class ThreadPool:
         """Wait for a task and take it, or return None once the pool is
         closed and drained (the worker then exits).  Hold ``_mutex``."""
         while not self._tasks and not self._closed:
-            self._set_state(me, WAITING)
-            self._idle += 1
-            self._counts["waits"] += 1
-            if self._events.listening:
-                self._publish("worker_wait", worker=me.name, condition="task_ready")
-            self._task_ready.wait()
-            self._woken -= 1   # whoever notified counted this wake-up as on its way
-            self._counts["wakeups"] += 1
-            empty = not self._tasks and not self._closed
-            if empty:          # another worker took the task first: wait again
-                self._counts["empty_wakeups"] += 1
-            if self._events.listening:
-                self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+            self._wait_for_task(me)
         if not self._tasks:    # closed and drained: this thread is done
-            self._set_state(me, EXITED)
-            self._publish("worker_exit", worker=me.name)
+            self._exit(me)
             return None
+        return self._take(me)
+
+    def _wait_for_task(self, me: _Worker) -> None:
+        """Sleep on ``_task_ready`` once, counted; the caller's ``while``
+        looks again on waking.  Hold ``_mutex`` (``wait`` lets go of it
+        while asleep and has it back on return)."""
+        self._set_state(me, WAITING)
+        self._idle += 1
+        self._counts["waits"] += 1
+        if self._events.listening:
+            self._publish("worker_wait", worker=me.name, condition="task_ready")
+        self._task_ready.wait()
+        self._woken -= 1   # whoever notified counted this wake-up as on its way
+        self._counted_wakeup(me)
+
+    def _counted_wakeup(self, me: _Worker) -> None:
+        """Count a wake-up, and whether it found nothing to do.  Hold ``_mutex``."""
+        self._counts["wakeups"] += 1
+        empty = not self._tasks and not self._closed
+        if empty:          # another worker took the task first: wait again
+            self._counts["empty_wakeups"] += 1
+        if self._events.listening:
+            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+
+    def _take(self, me: _Worker) -> Task:
+        """The first task of the queue, off it.  Hold ``_mutex``."""
         label, task = self._tasks.popleft()
         self._set_state(me, RUNNING, label)
         return task
+
+    def _exit(self, me: _Worker) -> None:
+        """Mark ``me`` exited.  Hold ``_mutex``."""
+        self._set_state(me, EXITED)
+        self._publish("worker_exit", worker=me.name)
 
     def _task_done(self) -> None:
         """Count a task finished.  Hold ``_mutex``."""

@@ -412,7 +412,7 @@ LABS: Tuple[Lab, ...] = (
         " and slows every other thread down, since the spinners hold the GIL.  Wait"
         " on a Condition instead: a waiting thread costs nothing until notified.",
         f"idle {IDLE_SECONDS} s: CPU, wake-ups",
-        pools.SpinningPool._next_task, ThreadPool._next_task,   # pylint: disable=protected-access
+        pools.SpinningPool._wait_for_task, ThreadPool._wait_for_task,   # pylint: disable=protected-access
         "self._task_ready.wait()", run_spin),
     Lab("poll-timeout", "idle workers wake on a timer to look at the queue",
         "Waiting with a timeout that nothing needs (`q.get(timeout=1)` in a loop): 17"
@@ -421,7 +421,7 @@ LABS: Tuple[Lab, ...] = (
         " 50 ms to be short: the count scales with 1/timeout.  A notified wait"
         " needs no timeout.",
         f"idle {IDLE_SECONDS} s: wake-ups",
-        pools.PollingPool._next_task, ThreadPool._next_task,   # pylint: disable=protected-access
+        pools.PollingPool._wait_for_task, ThreadPool._wait_for_task,   # pylint: disable=protected-access
         "self._task_ready.wait()", run_poll),
     Lab("no-drain", "workers stop on the shutdown flag with jobs still queued",
         "Stopping as soon as the flag is up (`if shutting_down: break` before taking"

@@ -6,8 +6,8 @@ invariants, the events), so the live page can show it at work and the diff
 against the correct method is the whole lesson.  ``variant`` is the lab's
 name for it: the server's /api/pool reports it and the page shows it in red.
 
-The methods repeat most of the correct ones on purpose: the lab shows the
-diff, and the diff must be the mistake alone.
+Where a broken method repeats lines of the correct one, it is on purpose:
+the lab shows the diff, and the diff must be the mistake alone.
 """
 # pylint: disable=duplicate-code,consider-using-with
 
@@ -15,8 +15,7 @@ import logging
 import time
 from typing import Any, Dict, Optional, Type
 
-from lestats.pool import (EXITED, RUNNING, WAITING, PoolClosed, PoolFull, Task, ThreadPool,
-                          _Worker)
+from lestats.pool import WAITING, PoolClosed, PoolFull, Task, ThreadPool, _Worker
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +26,13 @@ class SpinningPool(ThreadPool):
 
     variant = "spin-wait"
 
-    def _next_task(self, me: _Worker) -> Optional[Task]:
+    def _wait_for_task(self, me: _Worker) -> None:
         self._set_state(me, WAITING)
-        while not self._tasks and not self._closed:
-            # BROKEN: let go of the lock and take it back at once instead of wait():
-            # the worker never sleeps; it spends a core asking again and again.
-            self._mutex.release()
-            self._mutex.acquire()
-            self._counts["wakeups"] += 1
-        if not self._tasks:    # closed and drained: this thread is done
-            self._set_state(me, EXITED)
-            self._publish("worker_exit", worker=me.name)
-            return None
-        label, task = self._tasks.popleft()
-        self._set_state(me, RUNNING, label)
-        return task
+        # BROKEN: let go of the lock and take it back at once instead of wait():
+        # the worker never sleeps; it spends a core asking again and again.
+        self._mutex.release()
+        self._mutex.acquire()
+        self._counts["wakeups"] += 1
 
 
 class PollingPool(ThreadPool):
@@ -51,30 +42,19 @@ class PollingPool(ThreadPool):
     variant = "poll-timeout"
     poll_seconds = 0.05
 
-    def _next_task(self, me: _Worker) -> Optional[Task]:
-        while not self._tasks and not self._closed:
-            self._set_state(me, WAITING)
-            self._idle += 1
-            self._counts["waits"] += 1
+    def _wait_for_task(self, me: _Worker) -> None:
+        self._set_state(me, WAITING)
+        self._idle += 1
+        self._counts["waits"] += 1
+        if self._events.listening:
             self._publish("worker_wait", worker=me.name, condition="task_ready")
-            # BROKEN: a timeout on a wait that needs none: every worker wakes
-            # every poll_seconds, forever, to find (mostly) nothing.
-            if self._task_ready.wait(self.poll_seconds):
-                self._woken -= 1
-            else:              # timed out: nobody counted this worker woken
-                self._idle -= 1
-            self._counts["wakeups"] += 1
-            empty = not self._tasks and not self._closed
-            if empty:          # another worker took the task first: wait again
-                self._counts["empty_wakeups"] += 1
-            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
-        if not self._tasks:    # closed and drained: this thread is done
-            self._set_state(me, EXITED)
-            self._publish("worker_exit", worker=me.name)
-            return None
-        label, task = self._tasks.popleft()
-        self._set_state(me, RUNNING, label)
-        return task
+        # BROKEN: a timeout on a wait that needs none: every worker wakes
+        # every poll_seconds, forever, to find (mostly) nothing.
+        if self._task_ready.wait(self.poll_seconds):
+            self._woken -= 1   # whoever notified counted this wake-up as on its way
+        else:                  # timed out: nobody counted this worker woken
+            self._idle -= 1
+        self._counted_wakeup(me)
 
 
 class NoDrainPool(ThreadPool):
@@ -85,24 +65,11 @@ class NoDrainPool(ThreadPool):
 
     def _next_task(self, me: _Worker) -> Optional[Task]:
         while not self._tasks and not self._closed:
-            self._set_state(me, WAITING)
-            self._idle += 1
-            self._counts["waits"] += 1
-            self._publish("worker_wait", worker=me.name, condition="task_ready")
-            self._task_ready.wait()
-            self._woken -= 1   # whoever notified counted this wake-up as on its way
-            self._counts["wakeups"] += 1
-            empty = not self._tasks and not self._closed
-            if empty:          # another worker took the task first: wait again
-                self._counts["empty_wakeups"] += 1
-            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+            self._wait_for_task(me)
         if self._closed:       # BROKEN: stops on the flag, with tasks still queued
-            self._set_state(me, EXITED)
-            self._publish("worker_exit", worker=me.name)
+            self._exit(me)
             return None
-        label, task = self._tasks.popleft()
-        self._set_state(me, RUNNING, label)
-        return task
+        return self._take(me)
 
 
 class IfNotWhilePool(ThreadPool):
@@ -113,24 +80,11 @@ class IfNotWhilePool(ThreadPool):
 
     def _next_task(self, me: _Worker) -> Optional[Task]:
         if not self._tasks and not self._closed:   # BROKEN: `if`, so no re-check after waking
-            self._set_state(me, WAITING)
-            self._idle += 1
-            self._counts["waits"] += 1
-            self._publish("worker_wait", worker=me.name, condition="task_ready")
-            self._task_ready.wait()
-            self._woken -= 1   # whoever notified counted this wake-up as on its way
-            self._counts["wakeups"] += 1
-            empty = not self._tasks and not self._closed
-            if empty:          # another worker took the task first: wait again
-                self._counts["empty_wakeups"] += 1
-            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+            self._wait_for_task(me)
         if not self._tasks:    # closed and drained: this thread is done
-            self._set_state(me, EXITED)
-            self._publish("worker_exit", worker=me.name)
+            self._exit(me)
             return None
-        label, task = self._tasks.popleft()
-        self._set_state(me, RUNNING, label)
-        return task
+        return self._take(me)
 
 
 class NeverExitPool(ThreadPool):
@@ -141,24 +95,11 @@ class NeverExitPool(ThreadPool):
 
     def _next_task(self, me: _Worker) -> Optional[Task]:
         while not self._tasks:   # BROKEN: the shutdown flag is not part of the predicate
-            self._set_state(me, WAITING)
-            self._idle += 1
-            self._counts["waits"] += 1
-            self._publish("worker_wait", worker=me.name, condition="task_ready")
-            self._task_ready.wait()
-            self._woken -= 1   # whoever notified counted this wake-up as on its way
-            self._counts["wakeups"] += 1
-            empty = not self._tasks and not self._closed
-            if empty:          # another worker took the task first: wait again
-                self._counts["empty_wakeups"] += 1
-            self._publish("worker_wake", worker=me.name, condition="task_ready", empty=empty)
+            self._wait_for_task(me)
         if not self._tasks:    # closed and drained: this thread is done
-            self._set_state(me, EXITED)
-            self._publish("worker_exit", worker=me.name)
+            self._exit(me)
             return None
-        label, task = self._tasks.popleft()
-        self._set_state(me, RUNNING, label)
-        return task
+        return self._take(me)
 
 
 class TaskUnderLockPool(ThreadPool):
