@@ -181,6 +181,14 @@ def open_no_follow(path: str, flags: int) -> int:
     return fd
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``: ``os.write`` may write less than
+    it is given (a full disk, a signal); OSError if it cannot go on."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class _Entry:   # pylint: disable=too-few-public-methods
     """One line handed to the journal, and what became of it."""
 
@@ -316,9 +324,7 @@ class Segments:
         data = b"".join(entry.line for entry in batch)
         before = self._size
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            write_all(self._fd, data)
             if self._fsync:
                 os.fdatasync(self._fd)
         except OSError as exc:
@@ -356,9 +362,7 @@ class Segments:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
         fd = os.open(self._path(self._number), flags, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -593,9 +597,7 @@ class JobStore:
             os.makedirs(os.path.dirname(temp), exist_ok=True)
             fd = self._create(temp)
         try:
-            view = memoryview(answer)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, answer)
         finally:
             os.close(fd)
 

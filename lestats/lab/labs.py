@@ -370,13 +370,13 @@ def run_env_string() -> Tuple[Side, Side]:
 
 # -- a result file written in place --------------------------------------------------------------
 
-def _half_read_side(write: Callable[[str, int, bytes], None], module: Any) -> Side:
+def _half_read_side(write: Callable[[str, int, bytes], None]) -> Side:
     """The writer is stopped after half of the result is written; meanwhile
     a reader opens the result, as get_results does."""
     answer = json.dumps(RESULT).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="lestats-lab-") as directory:
         store = JobStore(directory)
-        with slow_disk((module,), "lab-writer") as pause:
+        with slow_disk((storage,), "lab-writer") as pause:   # storage.write_all
             writer = threading.Thread(target=write, args=(directory, 1, answer),
                                       name="lab-writer")
             writer.start()
@@ -399,8 +399,7 @@ def run_write_in_place() -> Tuple[Side, Side]:
     """A reader during a stopped write: in place, then temp file + rename."""
     def correct(directory: str, number: int, answer: bytes) -> None:
         JobStore(directory).write_result(number, answer)
-    return (_half_read_side(files.write_result_in_place, files),
-            _half_read_side(correct, storage))
+    return (_half_read_side(files.write_result_in_place), _half_read_side(correct))
 
 
 # -- the labs -------------------------------------------------------------------------------------
