@@ -194,11 +194,16 @@ class ThreadPool:
             if not self._all_done.wait_for(lambda: self._unfinished == 0, timeout):
                 return False
             closed = self._closed
-        if closed:
-            for thread in self._threads:
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                if thread.is_alive():
-                    return False
+        return not closed or self._join_threads(deadline)
+
+    def _join_threads(self, deadline: Optional[float]) -> bool:
+        """Wait for the worker threads to exit, until ``deadline`` (a
+        ``time.monotonic()`` value; None: as long as it takes).  No lock:
+        ``_threads`` never changes after ``__init__``."""
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
         return True
 
     def snapshot(self) -> Dict[str, Any]:

@@ -134,12 +134,7 @@ class LostNotifyPool(ThreadPool):
             if not self._all_done.wait(timeout):
                 return False
             closed = self._closed
-        if closed:
-            for thread in self._threads:
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                if thread.is_alive():
-                    return False
-        return True
+        return not closed or self._join_threads(deadline)
 
 
 class CheckOutsideLockPool(ThreadPool):
