@@ -243,6 +243,9 @@ class Journal:
             self._waiting.append(entry)
             while not entry.done:
                 if not self._writing:
+                    if self._closed:   # closed while this line waited for its turn
+                        self._waiting.remove(entry)
+                        raise JournalError(errno.ESHUTDOWN, "the journal is closed")
                     self._write_batch()
                 elif not self._written.wait(deadline - time.monotonic()):
                     if entry in self._waiting:   # no batch took it: none ever will
@@ -257,10 +260,11 @@ class Journal:
         then close the segment; later appends are refused."""
         with self._mutex:
             self._closed = True
-            if not self._written.wait_for(lambda: not self._writing, self.timeout):
-                log.error("journal: a write did not end within %g s; closing without it",
-                          self.timeout)
-                return
+            idle = self._written.wait_for(lambda: not self._writing, self.timeout)
+        if not idle:
+            log.error("journal: a write did not end within %g s; closing without it",
+                      self.timeout)
+            return
         self.segments.close()
 
     def _write_batch(self) -> None:

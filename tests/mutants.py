@@ -62,8 +62,8 @@ MUTANTS = [
      "            with self._mutex:\n                if not failed:\n                    self._task_done()\n",
      POOL_TESTS),
     ("pool: join waits for threads without its deadline", "lestats/pool.py",
-     "                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))\n",
-     "                thread.join()\n", POOL_TESTS),
+     "            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))\n",
+     "            thread.join()\n", POOL_TESTS),
     ("pool: join with one wait instead of wait_for", "lestats/pool.py",
      "            if not self._all_done.wait_for(lambda: self._unfinished == 0, timeout):\n",
      "            if not self._all_done.wait(timeout):\n", POOL_TESTS),
@@ -115,6 +115,11 @@ MUTANTS = [
      "        self._mutex.release()\n        try:\n            error = self.segments.write(batch)\n",
      "        try:\n            error = self.segments.write(batch)\n", ["tests/test_storage.py"],
      "            self._mutex.acquire()   # pylint: disable=consider-using-with\n", ""),
+    ("storage: a line waiting when the journal closes is still written", "lestats/storage.py",
+     "                    if self._closed:   # closed while this line waited for its turn\n"
+     "                        self._waiting.remove(entry)\n"
+     "                        raise JournalError(errno.ESHUTDOWN, \"the journal is closed\")\n",
+     "", STORE_TESTS),
     ("storage: no flock", "lestats/storage.py",
      "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "            pass\n",
      ["tests/test_storage.py", "tests/test_cli.py"]),

@@ -368,6 +368,41 @@ def test_the_writer_holds_no_lock_while_it_writes(tmp_path, stores, monkeypatch)
     appender.join(timeout=TIMEOUT)
 
 
+def test_a_line_still_waiting_when_the_journal_closes_is_refused_not_written(tmp_path, stores,
+                                                                             monkeypatch):
+    """Job 1's write is stuck; job 2 waits for its turn and close() for the
+    write to end.  Once it ends, job 2 must be refused ("closed"), never
+    written after (or while) the segment is closed."""
+    store, _ = stores(tmp_path)
+    journal = store._journal   # pylint: disable=protected-access
+    journal._written = CountingCondition(journal._mutex)   # pylint: disable=protected-access
+    stuck = StuckWrite(journal.segments._fd, gate=threading.Event())   # pylint: disable=protected-access
+    monkeypatch.setattr(storage.os, "write", stuck)
+    outcomes = {}
+
+    def append(number):
+        try:
+            store.accept(job(number))
+            outcomes[number] = "ok"
+        except JournalError as exc:
+            outcomes[number] = exc.strerror
+
+    first, second = (threading.Thread(target=append, args=(n,)) for n in (1, 2))
+    closer = threading.Thread(target=journal.close)
+    first.start()
+    assert stuck.entered.wait(TIMEOUT)
+    second.start()
+    assert journal._written.wait_for_waiters(1)   # pylint: disable=protected-access
+    closer.start()
+    assert journal._written.wait_for_waiters(2)   # pylint: disable=protected-access
+    stuck.gate.set()
+    for thread in (first, second, closer):
+        thread.join(timeout=TIMEOUT)
+    assert outcomes == {1: "ok", 2: "the journal is closed"}
+    lines = (tmp_path / segments(tmp_path)[0]).read_bytes().splitlines()
+    assert [json.loads(line).get("job") for line in lines[1:]] == [1]
+
+
 def test_an_append_waits_behind_a_stuck_write_no_longer_than_its_timeout(tmp_path, stores,
                                                                          monkeypatch):
     store, _ = stores(tmp_path)
