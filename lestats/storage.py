@@ -247,6 +247,9 @@ class Journal:
                         self._waiting.remove(entry)
                         raise JournalError(errno.ESHUTDOWN, "the journal is closed")
                     self._write_batch()
+                elif entry not in self._waiting:
+                    # In the batch being written: only its end tells how it went.
+                    self._written.wait()
                 elif not self._written.wait(deadline - time.monotonic()):
                     if entry in self._waiting:   # no batch took it: none ever will
                         self._waiting.remove(entry)

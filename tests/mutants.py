@@ -120,6 +120,11 @@ MUTANTS = [
      "                        self._waiting.remove(entry)\n"
      "                        raise JournalError(errno.ESHUTDOWN, \"the journal is closed\")\n",
      "", STORE_TESTS),
+    ("storage: an appender whose line is being written spins past its deadline",
+     "lestats/storage.py",
+     "                elif entry not in self._waiting:\n"
+     "                    # In the batch being written: only its end tells how it went.\n"
+     "                    self._written.wait()\n", "", STORE_TESTS),
     ("storage: no flock", "lestats/storage.py",
      "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "            pass\n",
      ["tests/test_storage.py", "tests/test_cli.py"]),

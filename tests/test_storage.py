@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -424,6 +425,59 @@ def test_an_append_waits_behind_a_stuck_write_no_longer_than_its_timeout(tmp_pat
     again = JobStore(tmp_path)
     assert [j.number for j in again.open("data.csv").pending] == [1, 3]
     again.close()
+
+
+class CallCountingCondition(CountingCondition):
+    """A CountingCondition that also counts calls to ``wait``."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self.calls = 0
+
+    def wait(self, timeout=None):
+        self.calls += 1   # wait() is called with the lock held
+        return super().wait(timeout)
+
+
+def test_an_append_whose_line_is_being_written_sleeps_past_its_deadline(tmp_path, stores,
+                                                                        monkeypatch):
+    """Jobs 2 and 3 wait behind job 1's stuck write; then one of them leads
+    a batch of both, and that write is stuck past the journal's timeout.
+    The other appender's line is in that batch: it must sleep until the
+    batch ends (one wait or so), not spin on a timed-out wait."""
+    store, _ = stores(tmp_path)
+    journal = store._journal   # pylint: disable=protected-access
+    journal.timeout = 0.2
+    journal._written = CallCountingCondition(journal._mutex)   # pylint: disable=protected-access
+    fd, real = journal.segments._fd, os.write   # pylint: disable=protected-access
+    entered, gates, calls = [threading.Event(), threading.Event()], [threading.Event(),
+                                                                      threading.Event()], []
+
+    def write(to, data):
+        if to == fd and len(calls) < 2:
+            calls.append(bytes(data))
+            entered[len(calls) - 1].set()
+            gates[len(calls) - 1].wait(TIMEOUT)
+        return real(to, data)
+
+    monkeypatch.setattr(storage.os, "write", write)
+    threads = [threading.Thread(target=store.accept, args=(job(n),)) for n in (1, 2, 3)]
+    threads[0].start()
+    assert entered[0].wait(TIMEOUT)
+    for thread in threads[1:]:
+        thread.start()
+    assert journal._written.wait_for_waiters(2)   # pylint: disable=protected-access
+    gates[0].set()
+    assert entered[1].wait(TIMEOUT)           # the batch of jobs 2 and 3, stuck
+    assert journal._written.wait_for_waiters(1)   # pylint: disable=protected-access
+    calls_before = journal._written.calls   # pylint: disable=protected-access
+    time.sleep(3 * journal.timeout)           # well past the waiting appender's deadline
+    spun = journal._written.calls - calls_before   # pylint: disable=protected-access
+    gates[1].set()
+    for thread in threads:
+        thread.join(timeout=TIMEOUT)
+    assert spun <= 2, f"{spun} waits while its line was being written"
+    assert calls[1].count(b"\n") == 2
 
 
 def test_segments_of_finished_jobs_are_deleted_and_no_others(tmp_path, stores, monkeypatch):
