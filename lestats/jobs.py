@@ -430,6 +430,9 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
 
     def _enter_recovered(self, recovered: Recovered) -> None:
         pending = {job.number: job for job in recovered.pending}
+        if self._pool.make_room(len(pending)):
+            log.warning("--max-queued raised to %d: the jobs an earlier run accepted are"
+                        " never refused", len(pending))
         numbers = sorted({*recovered.finished, *recovered.failed, *pending})
         with self._mutex:
             for number in numbers:

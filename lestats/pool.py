@@ -155,6 +155,17 @@ class ThreadPool:
             self._notify(self._task_ready)
             return self._counts["submitted"]
 
+    def make_room(self, count: int) -> bool:
+        """Let at least ``count`` tasks wait in the queue, raising
+        ``max_queued`` if it is lower (then return True): for tasks that must
+        not be refused, such as the jobs an earlier run accepted.  Call before
+        submitting them."""
+        with self._mutex:
+            if self.max_queued is None or self.max_queued >= count:
+                return False
+            self.max_queued = count
+            return True
+
     def unfinished(self) -> int:
         """Tasks accepted and not yet finished (queued or running)."""
         with self._mutex:

@@ -150,6 +150,19 @@ def test_accepted_jobs_without_a_result_run_again_after_a_restart(managers, tmp_
     assert (record["statistic"], record["state"]) == ("state_mean", "Ohio")
 
 
+def test_more_jobs_left_unfinished_than_max_queued_all_run_after_a_restart(managers, tmp_path,
+                                                                           caplog):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / ".journal-1.jsonl").write_text("".join(
+        f'{{"job":{n},"statistic":"global_mean","question":"{OBESITY}","state":null}}\n'
+        for n in range(1, 6)))
+    manager = managers(pool=ThreadPool(1, max_queued=2))
+    assert manager.drain(timeout=TIMEOUT)
+    assert statuses(manager) == [{f"job_id_{n}": "done"} for n in range(1, 6)]
+    assert "--max-queued raised to 5" in caplog.text
+
+
 def test_a_job_that_cannot_run_on_new_data_ends_in_error(managers, tmp_path):
     results = tmp_path / "results"
     results.mkdir()

@@ -238,6 +238,25 @@ def test_a_full_queue_refuses_and_the_invariant_holds():
         assert pool.join(timeout=TIMEOUT)
 
 
+def test_make_room_raises_the_limit_for_tasks_that_must_not_be_refused():
+    pool = watched_pool(1, "room-pool", max_queued=2)
+    gate, started = threading.Event(), threading.Event()
+    try:
+        assert not pool.make_room(2)
+        assert pool.make_room(4)
+        pool.submit(lambda: (started.set(), gate.wait(TIMEOUT)))
+        assert started.wait(TIMEOUT)
+        for _ in range(4):
+            pool.submit(lambda: None)
+        with pytest.raises(PoolFull):
+            pool.submit(lambda: None)
+        assert all(pool.snapshot()["invariants"].values())
+    finally:
+        gate.set()
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+
+
 # -- waiting: no spinning, no lost or wasted wake-ups ---------------------------
 
 def test_an_idle_pool_sleeps(pool):
