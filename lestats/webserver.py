@@ -271,6 +271,11 @@ class ConnectionTable:
         with self.mutex:
             self.paused = True
 
+    def resume_accepting(self) -> None:
+        """The accept loop tries again (no connection left in time)."""
+        with self.mutex:
+            self.paused = False
+
     def _evict(self, row: Connection) -> Connection:
         # Called with the mutex held.
         del self._open[row.sock]
@@ -757,7 +762,8 @@ class StatsServer(ThreadingHTTPServer):
     look at a flag, as socketserver's own loop does every half second.
     Out of descriptors (EMFILE), it answers a waiting client 503 with a
     descriptor kept in reserve, or else stops watching the listener until a
-    connection closes.
+    connection closes, or for ``out_of_files_retry`` seconds at most (the
+    shortage may not be ours: ENFILE, ENOMEM, or no connection left to close).
 
     To stop: ``shutdown()`` (no more connections), ``close_connections()``
     (answer the requests in flight, close the rest), ``server_close()``.
@@ -767,6 +773,7 @@ class StatsServer(ThreadingHTTPServer):
     request_queue_size = 1024
     head_grace = HEAD_GRACE
     pressed_head_grace = PRESSED_HEAD_GRACE
+    out_of_files_retry = 1.0
 
     def __init__(self, address: Tuple[str, int], jobs: JobManager,
                  client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
@@ -806,13 +813,19 @@ class StatsServer(ThreadingHTTPServer):
                 selector.register(self._wake_reader, selectors.EVENT_READ)
                 listening = False
                 while not self._stop_requested.is_set():
-                    if listening == self.connections.paused:
+                    paused = self.connections.paused
+                    if listening == paused:
                         if listening:
                             selector.unregister(self)
                         else:
                             selector.register(self, selectors.EVENT_READ)
                         listening = not listening
-                    for key, _ in selector.select():
+                    if self._spare_fd is None and not paused:
+                        self._spare_fd = _open_spare_fd()   # given up by an earlier refusal
+                    events = selector.select(self.out_of_files_retry if paused else None)
+                    if paused and not events:
+                        self.connections.resume_accepting()
+                    for key, _ in events:
                         if key.fileobj is self:
                             self._accept()
                         else:
@@ -900,9 +913,10 @@ class StatsServer(ThreadingHTTPServer):
 
     def shutdown_request(self, request: Any) -> None:
         """Take the connection out of the table, then shut it down and close it."""
-        if self.connections.leave(request):
-            self._wake()
+        was_paused = self.connections.leave(request)
         super().shutdown_request(request)
+        if was_paused:   # the descriptor is free now, not before the close
+            self._wake()
 
     def _shut_down(self, rows: Sequence[Connection]) -> None:
         """Shut the sockets of rows marked ``shutting`` down; their threads close them."""

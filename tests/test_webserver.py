@@ -484,11 +484,13 @@ class FlakyListener:
         self.failures = failures
         self.calls = 0
 
+    error = OSError(errno.EMFILE, "Too many open files")
+
     def accept(self):
         self.calls += 1
         if self.failures:
             self.failures -= 1
-            raise OSError(errno.EMFILE, "Too many open files")
+            raise self.error
         return self.sock.accept()
 
     def __getattr__(self, name):
@@ -521,3 +523,28 @@ def test_out_of_descriptors_the_accept_loop_waits_for_a_connection_to_close(
     other.close()                # a descriptor is freed: accepting resumes
     client.join(timeout=10)
     assert answers and answers[0][0] == 200
+
+
+def test_out_of_memory_with_no_connection_to_close_accepting_resumes_after_a_while(live):
+    """ENOMEM (or ENFILE) is not cured by closing a connection of ours, and
+    there may be none to close: the pause ends after out_of_files_retry."""
+    live.server.out_of_files_retry = 0.2
+    listener = FlakyListener(live.server.socket, failures=2)   # the accept and the spare's
+    listener.error = OSError(errno.ENOMEM, "Cannot allocate memory")
+    live.server.socket = listener
+    began = time.monotonic()
+    assert live.call("GET", "/api/num_jobs")[0] == 200
+    assert listener.calls == 3 and time.monotonic() - began < 5
+
+
+def test_a_spare_descriptor_given_up_is_taken_back(live, monkeypatch):
+    opened, tried = webserver._open_spare_fd, threading.Event()   # pylint: disable=protected-access
+    # The spare cannot be taken back after the refusal (another thread took the descriptor).
+    monkeypatch.setattr(webserver, "_open_spare_fd", lambda: tried.set())
+    live.server.socket = FlakyListener(live.server.socket, failures=1)
+    assert live.call("GET", "/api/num_jobs")[0] == 503
+    assert tried.wait(10)
+    monkeypatch.setattr(webserver, "_open_spare_fd", opened)
+    assert live.call("GET", "/api/num_jobs")[0] == 200
+    assert live.call("GET", "/api/num_jobs")[0] == 200   # one turn of the loop after an accept
+    assert live.server._spare_fd is not None   # pylint: disable=protected-access
