@@ -117,7 +117,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--min-free-mb", type=_number(float, 0), default=100.0,
         help="refuse new jobs (507) when the results directory has less free space")
     add("--keep-results", type=_number(int, 1), metavar="N",
-        help="delete the oldest result files beyond the newest N (default: keep all)")
+        help="expire the oldest results beyond the newest N: their files become a"
+        " shared one-line mark, and get_results answers 410 (default: keep all)")
     add("--drain-timeout", type=_number(float, 0, inclusive=False), default=300.0,
         help="seconds the drain after SIGTERM/SIGINT may take; unfinished jobs stay"
         " in the journal and run at the next start")

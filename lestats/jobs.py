@@ -28,7 +28,7 @@ from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 from .data import DataIndex
 from .pool import PoolClosed, PoolFull, ThreadPool
 from .statistics import Query, QueryError, prepare
-from .storage import AcceptedJob, JobStore, Recovered
+from .storage import EXPIRED_MARK, AcceptedJob, JobStore, Recovered
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
                               queued=self._pool.queued())
 
     def _finish(self, slot: int, number: int, status: int, reason: Optional[str]) -> None:
-        expired = 0
+        expired: List[int] = []
         table = self._table
         with self._mutex:
             table.status[slot] = status
@@ -282,24 +282,37 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             waiter = self._waiters.get(slot)
             if waiter is not None:
                 waiter[0].notify_all()
-            while self._first_open < len(table) and table.status[self._first_open] not in (
-                    UNFINISHED):
-                self._first_open += 1
-            first_open = (table.numbers[self._first_open] if self._first_open < len(table)
-                          else self._next)
+            first_open = self._advance_first_open()
             if status == DONE and self._keep_results is not None:
                 self._done_order.append(slot)
-                if len(self._done_order) > self._keep_results:
-                    oldest = self._done_order.popleft()
-                    table.status[oldest] = EXPIRED
-                    expired = table.numbers[oldest]
+                expired = self._beyond_keep()
             if self._watched():
                 self._publish("job_finished", job_id=f"job_id_{number}",
                               worker=threading.current_thread().name,
                               status=STATUS_NAMES[status])
         self._store.finished_below(first_open)
-        if expired:
-            self._store.remove_result(expired)
+        for old in expired:
+            self._store.expire_result(old)
+
+    def _advance_first_open(self) -> int:
+        """Move ``_first_open`` past the finished jobs; the number of the
+        first unfinished job (``_next`` if none).  Hold ``_mutex``."""
+        table = self._table
+        while self._first_open < len(table) and table.status[self._first_open] not in (
+                UNFINISHED):
+            self._first_open += 1
+        return table.numbers[self._first_open] if self._first_open < len(table) else self._next
+
+    def _beyond_keep(self) -> List[int]:
+        """Mark the oldest done jobs beyond ``keep_results`` EXPIRED and
+        return their numbers: the caller replaces their result files, with
+        the mutex let go.  Hold ``_mutex``."""
+        numbers = []
+        while len(self._done_order) > self._keep_results:
+            oldest = self._done_order.popleft()
+            self._table.status[oldest] = EXPIRED
+            numbers.append(self._table.numbers[oldest])
+        return numbers
 
     # -- answering --------------------------------------------------------------
 
@@ -315,13 +328,21 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             reason = self._table.reasons.get(slot)
         if status == DONE:
             try:
-                return JobResult("done", data_json=self._store.read_result(number))
+                data = self._store.read_result(number)
             except OSError as exc:
                 return JobResult("error", reason=f"result file unreadable: "
                                                  f"{exc.strerror or exc}")
+            if data != EXPIRED_MARK:
+                return JobResult("done", data_json=data)
+            status = EXPIRED   # since its status was read
         if status == EXPIRED:
-            reason = f"result deleted: only the last {self._keep_results} are kept"
+            reason = self._expired_reason()
         return JobResult(COURSE_NAMES[status], reason=reason)
+
+    def _expired_reason(self) -> str:
+        if self._keep_results is None:   # expired in an earlier run
+            return "result deleted (--keep-results)"
+        return f"result deleted: only the last {self._keep_results} are kept"
 
     def _find(self, job_id: str, number: int) -> int:
         slot = self._table.find(number)
@@ -374,7 +395,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             reason = table.reasons.get(slot)
         position = ticket - self._pool.taken() if status == QUEUED else None
         if status == EXPIRED:
-            reason = f"result deleted: only the last {self._keep_results} are kept"
+            reason = self._expired_reason()
         return {
             "job_id": job_id,
             "statistic": query.name if query else None,
@@ -433,7 +454,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         if self._pool.make_room(len(pending)):
             log.warning("--max-queued raised to %d: the jobs an earlier run accepted are"
                         " never refused", len(pending))
-        numbers = sorted({*recovered.finished, *recovered.failed, *pending})
+        expired = set(recovered.expired)
+        numbers = sorted({*recovered.finished, *recovered.failed, *pending, *expired})
         with self._mutex:
             for number in numbers:
                 if number in pending:
@@ -441,12 +463,20 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
                 elif number in recovered.failed:
                     slot = self._table.add(number, ERROR)
                     self._table.reasons[slot] = recovered.failed[number]
+                elif number in expired:
+                    self._table.add(number, EXPIRED)
                 else:
-                    self._table.add(number, DONE)
+                    slot = self._table.add(number, DONE)
+                    if self._keep_results is not None:
+                        self._done_order.append(slot)   # they count towards N
             self._first_open = 0
-            while self._first_open < len(self._table) and (
-                    self._table.status[self._first_open] not in UNFINISHED):
-                self._first_open += 1
+            self._advance_first_open()
+            expire = self._beyond_keep() if self._keep_results is not None else []
+        for number in expire:
+            self._store.expire_result(number)
+        if expire:
+            log.info("%d result(s) beyond --keep-results %d expired", len(expire),
+                     self._keep_results)
         if pending:
             log.info("%d job(s) accepted by an earlier run queued again", len(pending))
 

@@ -43,7 +43,7 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,12 @@ MAX_RESULT = 64 * 1024 * 1024       # a larger result file is not ours: refused
 WARNINGS_SHOWN = 10                 # damaged journal lines logged one by one, then counted
 MIB = 1024 * 1024
 JOURNAL_TIMEOUT = 30.0              # seconds an append waits for its line to be written
+EXPIRED_MARK = b'{"expired": "result deleted (--keep-results)"}\n'
+"""What an expired job's result file holds: a hard link to one shared copy,
+so an expired result takes a name and no space, and a restart knows the
+job expired (a missing result would make it run again)."""
+_EXPIRED_ANSWER = "expired"         # the shared copy's name in .answers/
+_VALID, _EXPIRED = None, "expired"  # _result_state's answers besides a problem
 
 
 class StoreError(Exception):
@@ -102,7 +108,8 @@ class Recovered:
     whose result file is damaged and that cannot run again (no journal line),
     with the reason; ``pending``: accepted jobs without a valid result, to run
     again; ``next_number``: the first id never given out; ``earlier_data``:
-    the data file the previous owner served, if it said.
+    the data file the previous owner served, if it said; ``expired``: job
+    numbers whose result holds EXPIRED_MARK.
     """
 
     finished: List[int]
@@ -110,6 +117,7 @@ class Recovered:
     pending: List[AcceptedJob]
     next_number: int
     earlier_data: Optional[str] = None
+    expired: List[int] = field(default_factory=list)
 
 
 def _high_line(high: int) -> bytes:
@@ -491,9 +499,9 @@ class JobStore:
     """The journal and the result files of one results directory.
 
     ``open`` takes the directory, recovers what an earlier run left and
-    starts the journal; then ``accept``, ``write_result``, ``read_result``
-    and ``remove_result`` may be called from any thread.  File names are only
-    ever built from an int, never from a client's text.
+    starts the journal; then ``accept``, ``write_result``, ``read_result``,
+    ``expire_result`` and ``remove_result`` may be called from any thread.
+    File names are only ever built from an int, never from a client's text.
     """
 
     def __init__(self, directory: "os.PathLike[str] | str", fsync: bool = False,
@@ -614,8 +622,12 @@ class JobStore:
         with os.fdopen(fd, "rb") as result:
             return result.read(MAX_RESULT)
 
+    def expire_result(self, number: int) -> None:
+        """Replace job ``number``'s result by EXPIRED_MARK (result retention)."""
+        self.write_result(number, EXPIRED_MARK, _EXPIRED_ANSWER)
+
     def remove_result(self, number: int) -> None:
-        """Delete job ``number``'s result (result retention)."""
+        """Delete job ``number``'s result (a damaged one, to run the job again)."""
         try:
             os.unlink(self.result_path(number))
         except FileNotFoundError:
@@ -624,9 +636,8 @@ class JobStore:
     # -- recovery ---------------------------------------------------------------
 
     def _recover(self) -> Recovered:
-        self._prune_answers()
-        results, damaged = self._scan_results()
-        accepted, high, segments = self._read_journal(set(results))
+        results, expired, damaged = self._scan_results(self._prune_answers())
+        accepted, high, segments = self._read_journal({*results, *expired})
         pending = [job for _, job in sorted(accepted.items())]
         for job in pending:
             if job.number in damaged:
@@ -635,7 +646,7 @@ class JobStore:
                 self.remove_result(job.number)
         for number, reason in damaged.items():
             log.warning("job_id_%d: result %s, and it is not in the journal", number, reason)
-        highest = max([high, *results, *damaged])
+        highest = max([high, *results, *expired, *damaged])
         files = Segments(self.directory, self.fsync, highest, max(segments, default=0) + 1,
                          owner=self._owner)
         files.start([job.line() for job in pending])
@@ -644,53 +655,63 @@ class JobStore:
             os.unlink(os.path.join(self.directory, f".journal-{segment}.jsonl"))
         failed = {number: f"result file {reason}" for number, reason in damaged.items()}
         return Recovered(sorted(results), failed, pending, highest + 1,
-                         self._owner.earlier_data)
+                         self._owner.earlier_data, sorted(expired))
 
-    def _prune_answers(self) -> None:
+    def _prune_answers(self) -> Dict[Tuple[int, int], Optional[str]]:
         """Delete the shared answers no result links to any more, damaged
-        ones (a result would be linked to them again) and leftovers."""
+        ones (a result would be linked to them again) and leftovers; return
+        the state (see _result_state) of those kept, by (device, inode)."""
+        kept: Dict[Tuple[int, int], Optional[str]] = {}
         try:
             entries = list(os.scandir(os.path.join(self.directory, ANSWERS)))
         except FileNotFoundError:
-            return
+            return kept
         for entry in entries:
-            if entry.name.endswith(".tmp") or not entry.is_file(follow_symlinks=False) or (
-                    entry.stat(follow_symlinks=False).st_nlink == 1) or (
-                    self._check_result(entry.path)):
-                if entry.is_dir(follow_symlinks=False):
-                    log.warning("%s: a directory among the answers; left alone", entry.path)
-                else:
-                    os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                log.warning("%s: a directory among the answers; left alone", entry.path)
+                continue
+            info = entry.stat(follow_symlinks=False)
+            state = "leftover" if entry.name.endswith(".tmp") or not entry.is_file(
+                follow_symlinks=False) or info.st_nlink == 1 else self._result_state(entry.path)
+            if state in (_VALID, _EXPIRED):
+                kept[info.st_dev, info.st_ino] = state
+            else:
+                os.unlink(entry.path)
+        return kept
 
-    def _scan_results(self) -> Tuple[List[int], Dict[int, str]]:
-        """Valid and damaged result files; stale temporary files removed.
-        Results that are links to one answer are read once."""
-        valid, damaged = [], {}
-        checked: Dict[Tuple[int, int], Optional[str]] = {}
+    def _scan_results(self, states: Dict[Tuple[int, int], Optional[str]]
+                      ) -> Tuple[List[int], List[int], Dict[int, str]]:
+        """Valid, expired and damaged result files; stale temporary files
+        removed.  ``states`` (by inode, see _prune_answers) saves reading the
+        shared answers again: results that are links to one are read once."""
+        valid, expired, damaged = [], [], {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 match = _RESULT_FILE.fullmatch(entry.name)
                 if match:
                     info = entry.stat(follow_symlinks=False)
                     inode = (info.st_dev, info.st_ino)
-                    if inode not in checked:
-                        checked[inode] = self._check_result(entry.path)
-                    problem = checked[inode]
-                    if problem:
-                        damaged[int(match.group(1))] = problem
-                    else:
+                    if inode not in states:
+                        states[inode] = self._result_state(entry.path)
+                    state = states[inode]
+                    if state is _VALID:
                         valid.append(int(match.group(1)))
+                    elif state == _EXPIRED:
+                        expired.append(int(match.group(1)))
+                    else:
+                        damaged[int(match.group(1))] = state
                 elif _TEMP_FILE.fullmatch(entry.name):
                     if entry.is_dir(follow_symlinks=False):
                         log.warning("%s: a directory named like a temporary file; left alone",
                                     entry.path)
                     else:
                         os.unlink(entry.path)   # a write cut short by a crash
-        return valid, damaged
+        return valid, expired, damaged
 
     @staticmethod
-    def _check_result(path: str) -> Optional[str]:
-        """What is wrong with a result file, or None if it is one we wrote."""
+    def _result_state(path: str) -> Optional[str]:
+        """_VALID (None) for a result file we wrote, _EXPIRED for one that
+        holds EXPIRED_MARK, else what is wrong with it."""
         try:
             fd = open_no_follow(path, os.O_RDONLY)
         except OSError as exc:
@@ -701,11 +722,13 @@ class JobStore:
             return "is empty"
         if len(data) > MAX_RESULT:
             return "is too large"
+        if data == EXPIRED_MARK:
+            return _EXPIRED
         try:
             value = json.loads(data)
         except (ValueError, RecursionError):
             return "is not valid JSON"
-        return None if isinstance(value, dict) else "is not a JSON object"
+        return _VALID if isinstance(value, dict) else "is not a JSON object"
 
     def _read_journal(self, finished: Set[int]) -> Tuple[Dict[int, AcceptedJob], int,
                                                           List[int]]:

@@ -13,6 +13,7 @@ import pytest
 
 from lestats.pool import ThreadPool
 from lestats.statistics import STATISTICS
+from lestats.storage import EXPIRED_MARK
 from lestats.webserver import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED
@@ -391,8 +392,8 @@ def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
         live.wait_result(live.submit("global_mean", {"question": OBESITY}))
     status, _, answer = live.call("GET", "/api/get_results/job_id_1")
     assert status == 410 and "only the last 2 are kept" in error_of(answer)
-    assert not Path(live.store.result_path(1)).exists()
-    assert Path(live.store.result_path(3)).exists()
+    assert Path(live.store.result_path(1)).read_bytes() == EXPIRED_MARK   # a link: no space
+    assert Path(live.store.result_path(3)).read_bytes() != EXPIRED_MARK
     assert live.call("GET", "/api/jobs")[2]["data"] == [
         {"job_id_1": "expired"}, {"job_id_2": "done"}, {"job_id_3": "done"}]
 

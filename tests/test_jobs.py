@@ -3,6 +3,7 @@ failures, waiting for a result, and the races around them (forced)."""
 
 import errno
 import json
+import logging
 import threading
 import time
 
@@ -12,7 +13,7 @@ from lestats.jobs import (DONE, ERROR, QueueFull, ShuttingDown, UnknownJob, JobM
                           job_number)
 from lestats.pool import ThreadPool
 from lestats.statistics import QueryError
-from lestats.storage import JobStore
+from lestats.storage import EXPIRED_MARK, JobStore
 
 from conftest import MUSCLE, OBESITY
 from interleave import (TIMEOUT, SpuriousCondition, WatchedLock, in_thread, in_threads,
@@ -161,6 +162,42 @@ def test_more_jobs_left_unfinished_than_max_queued_all_run_after_a_restart(manag
     assert manager.drain(timeout=TIMEOUT)
     assert statuses(manager) == [{f"job_id_{n}": "done"} for n in range(1, 6)]
     assert "--max-queued raised to 5" in caplog.text
+
+
+def test_results_kept_by_keep_results_stay_so_across_restarts(managers, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lestats")
+    first = managers(workers=1, keep_results=2)
+    for _ in range(5):
+        first.submit("global_mean", ASK)
+    assert first.drain(timeout=TIMEOUT)
+    managers.close(first)
+    again = managers(keep_results=2)
+    assert "queued again" not in caplog.text          # the expired ones do not run again
+    assert statuses(again) == [{"job_id_1": "expired"}, {"job_id_2": "expired"},
+                               {"job_id_3": "expired"}, {"job_id_4": "done"},
+                               {"job_id_5": "done"}]
+    again.submit("global_mean", ASK)
+    assert again.drain(timeout=TIMEOUT)
+    assert [list(s.values())[0] for s in statuses(again)][3:] == ["expired", "done", "done"]
+    managers.close(again)
+    fewer = managers(keep_results=1)                    # a smaller N applies at once
+    assert [list(s.values())[0] for s in statuses(fewer)][4:] == ["expired", "done"]
+    assert "1 result(s) beyond --keep-results 1 expired" in caplog.text
+    managers.close(fewer)
+    plain = managers()                                  # without the option: still expired
+    result = plain.result("job_id_1")
+    assert (result.status, result.reason) == ("expired", "result deleted (--keep-results)")
+    results = sorted(p.name for p in (tmp_path / "results").glob("job_id_*.json"))
+    assert len(results) == 6 and len({(tmp_path / "results" / name).stat().st_ino
+                                      for name in results}) <= 3
+
+
+def test_a_result_expiring_while_it_is_read_is_expired_not_its_mark(manager, monkeypatch):
+    manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    monkeypatch.setattr(manager._store, "read_result",   # pylint: disable=protected-access
+                        lambda number: EXPIRED_MARK)
+    assert manager.result("job_id_1").status == "expired"
 
 
 def test_a_job_that_cannot_run_on_new_data_ends_in_error(managers, tmp_path):

@@ -89,7 +89,7 @@ def test_shared_answers_no_result_uses_and_damaged_ones_go_at_start(tmp_path, st
     store.write_result(2, b'{"b": 2}', digest="unused")
     store.write_result(3, b'{"c": 3}', digest="damaged")
     store.close()
-    (tmp_path / "job_id_2.json").unlink()                    # --keep-results, say
+    (tmp_path / "job_id_2.json").unlink()                    # deleted by hand, say
     (tmp_path / ".answers" / "damaged.json").write_bytes(b"\0" * 8)   # a power cut
     (tmp_path / ".answers" / "x.json.7.tmp").write_text("{")
     again, recovered = stores(tmp_path)
