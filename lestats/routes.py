@@ -239,7 +239,6 @@ class Route:
     method: str
     path: str
     handler: Handler
-    summary: str
 
     @property
     def takes_param(self) -> bool:
@@ -254,34 +253,18 @@ class Route:
         return "" if path == self.path else None
 
 
-_STATISTIC_SUMMARIES = {
-    "states_mean": "mean of every state, ascending (body: question)",
-    "state_mean": "mean of one state (body: question, state)",
-    "best5": "the 5 best states, best first (body: question)",
-    "worst5": "the 5 worst states, worst first (body: question)",
-    "global_mean": "mean over all rows of the question (body: question)",
-    "diff_from_mean": "global mean minus each state's mean (body: question)",
-    "state_diff_from_mean": "global mean minus one state's mean (body: question, state)",
-    "mean_by_category": "mean per (state, category, stratification) (body: question)",
-    "state_mean_by_category": "one state's mean per (category, stratification)"
-                              " (body: question, state)",
-}
-
 ROUTES: Tuple[Route, ...] = tuple(
-    Route("POST", f"/api/{name}", post_statistic(name), _STATISTIC_SUMMARIES[name])
-    for name in STATISTICS
+    Route("POST", f"/api/{name}", post_statistic(name)) for name in STATISTICS
 ) + (
-    Route("GET", "/api/get_results/" + JOB_ID_PARAM, get_results,
-          "a job's status, and its result when done"),
-    Route("GET", "/api/jobs", get_jobs, "every job and its status, in id order"),
-    Route("GET", "/api/jobs/" + JOB_ID_PARAM, get_job_record, "a job's record"),
-    Route("GET", "/api/num_jobs", get_num_jobs, "jobs accepted and not yet finished"),
-    Route("GET", "/api/graceful_shutdown", graceful_shutdown,
-          "accept no more jobs; finish the accepted ones"),
-    Route("GET", "/api/questions", get_questions, "the questions and the states each has"),
-    Route("GET", "/api/pool", get_pool, "what the thread pool is doing"),
-    Route("GET", "/api/events", get_events, "the pool's events, as Server-Sent Events"),
-    Route("GET", "/", live_page_handler(live_page()), "the live page of the pool"),
+    Route("GET", "/api/get_results/" + JOB_ID_PARAM, get_results),
+    Route("GET", "/api/jobs", get_jobs),
+    Route("GET", "/api/jobs/" + JOB_ID_PARAM, get_job_record),
+    Route("GET", "/api/num_jobs", get_num_jobs),
+    Route("GET", "/api/graceful_shutdown", graceful_shutdown),
+    Route("GET", "/api/questions", get_questions),
+    Route("GET", "/api/pool", get_pool),
+    Route("GET", "/api/events", get_events),
+    Route("GET", "/", live_page_handler(live_page())),
 )
 
 

@@ -127,7 +127,6 @@ class Connection:
     phase: str = WAITING
     # When the wait for its current request began.
     since: float = dataclasses.field(default_factory=time.monotonic)
-    evicted: bool = False    # closed by the server, not by its own thread
     shutting: bool = False   # someone else is shutting its socket down
 
 
@@ -148,7 +147,7 @@ class ConnectionTable:
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        # Guards every field below and the phase, since, evicted and shutting
+        # Guards every field below and the phase, since and shutting
         # of every row; nothing is done under it but reading and updating them.
         self.mutex = threading.Lock()
         # Notified when a connection leaves the table.
@@ -281,7 +280,7 @@ class ConnectionTable:
         del self._open[row.sock]
         self._waiting.pop(row.sock, None)
         self._evicted[row.sock] = row
-        row.evicted = row.shutting = True
+        row.shutting = True
         return row
 
 
@@ -622,7 +621,7 @@ class RequestHandler(socketserver.BaseRequestHandler):
         if not table.enter(self.request, SERVING):
             return False
         log.info("%s %s begin%s", head.method, _clip(head.target),
-                 f" body={_clip(repr(body))}" if body else "")
+                 f" body={_clip(repr(body[:201]))}" if body else "")
         if route is None:
             reply = error_reply(error)
         else:
@@ -753,8 +752,9 @@ class StatsServer(ThreadingHTTPServer):
     from ``ROUTES`` with ``jobs``, within the limits of the module docstring.
 
     Its connections are kept in ``connections`` (a ConnectionTable of
-    ``max_connections`` rows), which ThreadingMixIn's ``process_request``
-    and ``process_request_thread`` are wrapped to fill and empty.
+    ``max_connections`` rows): ThreadingMixIn's ``process_request`` is
+    overridden to fill it (and start the connection's daemon thread), and
+    ``shutdown_request`` to empty it.
 
     ``serve_forever`` sleeps in ``select()`` until a client connects or a
     wake-up socket is written to (by ``shutdown``, or by a connection that
@@ -769,7 +769,6 @@ class StatsServer(ThreadingHTTPServer):
     (answer the requests in flight, close the rest), ``server_close()``.
     """
 
-    daemon_threads = True
     request_queue_size = 1024
     head_grace = HEAD_GRACE
     pressed_head_grace = PRESSED_HEAD_GRACE

@@ -31,7 +31,7 @@ def extra_routes(monkeypatch):
         allowed, handler = table[path]
         if method != allowed:
             raise ApiError(405, "Method not allowed", headers=[("Allow", allowed)])
-        return Route(allowed, path, handler, "a test route"), ""
+        return Route(allowed, path, handler), ""
 
     monkeypatch.setattr(webserver, "find_route", find_route)
     return table
