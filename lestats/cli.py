@@ -173,7 +173,6 @@ class Service:
                  environ: Mapping[str, str]):
         workers = worker_count(args.workers, environ)
         pool = pool_class(args.broken_pool_for_teaching)
-        self.client_timeout = args.client_timeout
         self.events = EventBus()
         self.trace = TraceWriter(self.events, args.trace) if args.trace else None
         self.pool = pool(workers, max_queued=args.max_queued, events=self.events)
@@ -210,7 +209,7 @@ class Service:
         self.serving.join()
         self.events.close()
         if wait_for_requests:
-            self.server.close_connections(self.client_timeout)
+            self.server.close_connections()
         if self.trace is not None:
             self.trace.close()
         self.jobs.close()
@@ -258,7 +257,10 @@ class SignalWaiter:
 
     def wake(self) -> None:
         """Tell the waiting main thread the drain is over (any thread)."""
-        self._writer.send(bytes([DRAINED]))
+        try:
+            self._writer.send(bytes([DRAINED]))
+        except OSError:   # closed: nobody waits any more (a second signal ended the drain)
+            pass
 
     def wait(self) -> int:
         """The next signal number, or DRAINED."""
@@ -334,14 +336,14 @@ def serve(argv: List[str]) -> int:
         except StartError as exc:
             print(f"lestats: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args),
-                                   _broken_pool_note(args)) if note]
+        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args)) if note]
         for note in notes:
             log.info("%s", note)
+        broken = _broken_pool_note(args)   # logged as a warning by pool_class
         port = service.server.server_port
         banner = "\n".join([f"lestats: serving {index.source} on http://{args.host}:{port}/"
                             f"{' (synthetic demo data)' if index.is_demo else ''}",
-                            *(f"lestats: {note}" for note in notes)])
+                            *(f"lestats: {note}" for note in [*notes, broken] if note)])
         serve_until_signalled(service, args.drain_timeout, banner)
         return 0
     finally:
