@@ -13,6 +13,7 @@ under the mutex it holds anyway, so that ``snapshot`` can show a student the
 synchronization at work and check the invariants below on a live pool.
 """
 
+import itertools
 import logging
 import threading
 import time
@@ -225,7 +226,7 @@ class ThreadPool:
                         "condition": "task_ready" if w.state == WAITING else None,
                         "job_id": w.label if w.state == RUNNING else None,
                         "since": w.since} for w in self._workers]
-            queue = [label for label, _ in _first(self._tasks, QUEUE_SHOWN)]
+            queue = [label for label, _ in itertools.islice(self._tasks, QUEUE_SHOWN)]
             queued, unfinished, closed = len(self._tasks), self._unfinished, self._closed
             idle, woken = self._idle, self._woken
             counts = dict(self._counts)
@@ -355,13 +356,3 @@ class ThreadPool:
         if events.listening:
             fields["t"] = time.time()
             events.publish(kind, fields)
-
-
-def _first(items: Deque[Tuple[Any, Task]], count: int) -> List[Tuple[Any, Task]]:
-    """The first ``count`` items of a deque, without copying the rest."""
-    shown = []
-    for item in items:
-        if len(shown) == count:
-            break
-        shown.append(item)
-    return shown
