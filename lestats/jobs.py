@@ -229,7 +229,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         status, reason = DONE, None
         try:
             self._store.write_result(number, *self._answer(query))
-        except Exception as exc:   # pylint: disable=broad-except
+        except BaseException as exc:   # pylint: disable=broad-except
+            # Anything, even SystemExit from a statistic: the job must end.
             log.exception("job_id_%d failed", number)
             status, reason = ERROR, f"job failed: {type(exc).__name__}: {exc}"
         if self.slow_motion_ms:

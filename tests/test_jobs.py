@@ -294,6 +294,22 @@ def test_a_statistic_that_raises_ends_in_error(manager, monkeypatch):
     assert manager.num_jobs() == 0
 
 
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_statistic_that_raises_systemexit_still_ends_in_error(manager, monkeypatch, raised):
+    from lestats import statistics
+
+    def leaving(_means):
+        raise raised("a statistic that leaves")
+
+    monkeypatch.setitem(statistics.STATISTICS, "global_mean", statistics.Statistic(leaving))
+    manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    assert manager.num_jobs() == 0
+    result = manager.result("job_id_1")
+    assert result.status == "error" and raised.__name__ in result.reason
+    assert manager.record("job_id_1")["status"] == "error"
+
+
 def test_an_answer_that_is_not_finite_is_an_error_not_invalid_json(manager, monkeypatch):
     from lestats import statistics
     monkeypatch.setitem(statistics.STATISTICS, "global_mean",
