@@ -16,7 +16,7 @@ from .jobs import JobManager, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
 from .watch import live_page
-from .watch.events import TooManyStreams, sse_stream
+from .watch.events import SseStream, TooManyStreams
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def get_events(jobs: JobManager, _request: Request) -> Reply:
     except TooManyStreams as exc:
         raise ApiError(503, str(exc), headers=[("Retry-After", "5")]) from exc
     return Reply(200, content_type="text/event-stream",
-                 headers=[("Cache-Control", "no-store")], chunks=sse_stream(subscription))
+                 headers=[("Cache-Control", "no-store")], chunks=SseStream(subscription))
 
 
 def live_page_handler(page: bytes) -> Handler:

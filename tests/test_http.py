@@ -14,6 +14,7 @@ import pytest
 from lestats.pool import ThreadPool
 from lestats.statistics import STATISTICS
 from lestats.storage import EXPIRED_MARK
+from lestats.watch.events import MAX_STREAMS
 from lestats.webserver import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED
@@ -356,6 +357,25 @@ def test_events_stream_what_the_pool_does(tiny_server):
     assert data["job_accepted"]["job_id"] == "job_id_1"
     assert data["job_finished"]["status"] == "done"
     assert all(isinstance(fields["t"], float) for fields in data.values())
+
+
+def test_head_of_the_event_stream_holds_no_stream_slot(tiny_server):
+    connection = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=5)
+    try:
+        for _ in range(2 * MAX_STREAMS):
+            connection.request("HEAD", "/api/events")
+            response = connection.getresponse()
+            assert response.status == 200 and response.read() == b""
+        # Answered on the same connection after the last HEAD: that HEAD's
+        # stream is closed by now.
+        connection.request("GET", "/api/num_jobs")
+        assert json.loads(connection.getresponse().read()) == {"num_jobs": 0}
+        assert not tiny_server.events.listening
+        connection.request("GET", "/api/events")
+        response = connection.getresponse()
+        assert response.status == 200 and response.readline() == b"retry: 2000\n"
+    finally:
+        connection.close()
 
 
 def test_a_full_queue_is_503_with_retry_after(serve, tiny_index):

@@ -10,7 +10,7 @@ from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
 from lestats.storage import JobStore
 from lestats.watch import events as events_module
-from lestats.watch.events import EventBus, TooManyStreams, sse_stream
+from lestats.watch.events import EventBus, SseStream, TooManyStreams
 from lestats.watch.trace import TraceWriter
 
 from conftest import OBESITY
@@ -76,7 +76,7 @@ def test_closing_the_bus_ends_every_stream():
 def test_the_sse_stream_formats_events_sends_keep_alives_and_unsubscribes(monkeypatch):
     monkeypatch.setattr(events_module, "KEEP_ALIVE", 0.01)
     bus = EventBus()
-    stream = sse_stream(bus.subscribe())
+    stream = SseStream(bus.subscribe())
     assert next(stream) == b"retry: 2000\n\n"
     assert next(stream) == b": keep-alive\n\n"
     bus.publish("job_accepted", {"job_id": "job_id_1", "question": "a\nb", "t": 2.5})

@@ -185,25 +185,47 @@ def sse_bytes(event: Event) -> bytes:
     return event.sse
 
 
-def sse_stream(subscription: Subscription) -> Iterator[bytes]:
+class SseStream:
     """The body of ``GET /api/events``: events as they come, a comment line
     after KEEP_ALIVE seconds of silence (so that a client that went away is
     noticed), until the subscription ends.  Events are sent in batches
     gathered for up to GATHER seconds: a page wants a few updates a second,
     and one wake-up per event would cost the server more than the events.
-    Closing the iterator unsubscribes."""
-    try:
-        yield b"retry: 2000\n\n"
-        while True:
-            events = subscription.get(KEEP_ALIVE, gather=GATHER)
-            if events is None:
-                return
-            if not events:
-                yield b": keep-alive\n\n"
-                continue
-            yield b"".join(sse_bytes(event) for event in events)
-            if subscription.dropped:
-                log.warning("an event stream fell behind and was dropped")
-                return
-    finally:
-        subscription.close()
+
+    ``close()`` unsubscribes, whether the stream was read or not (a HEAD
+    request never reads it): a generator that never started would not run
+    its ``finally``, and the subscription would hold its slot for ever.
+    """
+
+    def __init__(self, subscription: Subscription):
+        self._subscription = subscription
+        self._chunks = self._generate()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop the stream and unsubscribe (idempotent)."""
+        self._chunks.close()
+        self._subscription.close()
+
+    def _generate(self) -> Iterator[bytes]:
+        subscription = self._subscription
+        try:
+            yield b"retry: 2000\n\n"
+            while True:
+                events = subscription.get(KEEP_ALIVE, gather=GATHER)
+                if events is None:
+                    return
+                if not events:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield b"".join(sse_bytes(event) for event in events)
+                if subscription.dropped:
+                    log.warning("an event stream fell behind and was dropped")
+                    return
+        finally:
+            subscription.close()
