@@ -2,6 +2,7 @@
 and the course checker material from ../shared/checker."""
 
 import csv
+import socket
 import http.client
 import json
 import os
@@ -181,3 +182,62 @@ def cli_args(**overrides):
               "fsync": True, "max_connections": 100}
     values.update(overrides)
     return Namespace(**values)
+
+
+# -- raw sockets, for what http.client would hide --------------------------------
+
+def connect(live):
+    return socket.create_connection(("127.0.0.1", live.port), timeout=5)
+
+
+def recv_until(sock, marker, limit=1 << 20):
+    """Bytes received until ``marker`` has arrived (or the connection ends)."""
+    data = b""
+    while marker not in data and len(data) < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_exactly(sock, size):
+    """The next ``size`` bytes (fewer only if the connection ends)."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_all(sock):
+    """Everything received until the server closes the connection."""
+    data = b""
+    chunk = sock.recv(65536)
+    while chunk:
+        data += chunk
+        chunk = sock.recv(65536)
+    return data
+
+
+def non_reading_client(live):
+    """A connection with a tiny receive buffer, for a client that never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", live.port))
+    return sock
+
+
+def connection_thread(sock, timeout=5.0):
+    """The server thread of the connection ``sock`` is the client end of."""
+    name = f"lestats-connection-{sock.getsockname()[1]}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for thread in threading.enumerate():
+            if thread.name == name and thread.is_alive():
+                return thread
+        time.sleep(0.01)   # the accept loop has not started it yet
+    raise AssertionError(f"no thread {name}")

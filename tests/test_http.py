@@ -6,18 +6,16 @@ import logging
 import re
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from lestats.pool import ThreadPool
-from lestats.statistics import STATISTICS
 from lestats.storage import EXPIRED_MARK
-from lestats.watch.events import MAX_STREAMS
+from lestats.watch.events import BUFFER, MAX_STREAMS
 from lestats.webserver import MAX_BODY
 
-from conftest import MUSCLE, OBESITY, UNRANKED
+from conftest import MUSCLE, OBESITY, UNRANKED, connection_thread, recv_exactly
 
 STATE_BODY = {"question": OBESITY, "state": "Ohio"}
 
@@ -410,6 +408,7 @@ def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
     live = serve(tiny_index, keep_results=2)
     for _ in range(3):
         live.wait_result(live.submit("global_mean", {"question": OBESITY}))
+    assert live.jobs.drain(timeout=10)   # job 3's task has replaced job 1's file too
     status, _, answer = live.call("GET", "/api/get_results/job_id_1")
     assert status == 410 and "only the last 2 are kept" in error_of(answer)
     assert Path(live.store.result_path(1)).read_bytes() == EXPIRED_MARK   # a link: no space
@@ -418,25 +417,24 @@ def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
         {"job_id_1": "expired"}, {"job_id_2": "done"}, {"job_id_3": "done"}]
 
 
-def test_an_event_stream_that_is_not_read_is_dropped_and_frees_its_thread(serve, tiny_index,
-                                                                         caplog):
+def test_an_event_stream_that_is_not_read_is_cut_and_frees_its_thread(serve, tiny_index,
+                                                                     caplog):
     live = serve(tiny_index, client_timeout=0.5)
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     slow.connect(("127.0.0.1", live.port))
     slow.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")   # and never reads
     try:
-        deadline = time.monotonic() + 10
-        while not live.events.listening and time.monotonic() < deadline:
-            time.sleep(0.01)   # the stream subscribes in the server's own time
-        assert live.events.listening
+        assert recv_exactly(slow, 15) == b"HTTP/1.1 200 OK"   # subscribed by now
+        stream_thread = connection_thread(slow)
         with caplog.at_level(logging.INFO, logger="lestats"):
-            for _ in range(400):   # some 3,000 events: more than the stream's buffers
-                live.jobs.submit("global_mean", {"question": OBESITY})
-            assert live.jobs.drain(timeout=10)
-            while live.events.listening and time.monotonic() < deadline:
-                time.sleep(0.01)
-        assert not live.events.listening, "the stream was never dropped"
+            # 4 MiB in fewer events than a stream may fall behind by: more than
+            # the socket buffers hold, so only the send deadline can end it.
+            for _ in range(BUFFER // 2):
+                live.events.publish("padding", {"pad": "x" * 8192, "t": 0.0})
+            stream_thread.join(timeout=10)
+        assert not stream_thread.is_alive(), "the stream's thread is still there"
+        assert not live.events.listening
         assert "a chunk of the answer was not taken within 0.5 s" in caplog.text
         assert live.call("GET", "/api/num_jobs")[2] == {"num_jobs": 0}   # serving as ever
     finally:
