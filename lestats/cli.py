@@ -29,8 +29,9 @@ from .pool import ThreadPool
 from .storage import JobStore, StoreError
 from .watch.events import EventBus
 from .watch.trace import TraceWriter
-from .webserver import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, StatsServer,
-                        fit_connection_cap)
+from .connections import DEFAULT_MAX_CONNECTIONS, fit_connection_cap
+from .http11 import DEFAULT_CLIENT_TIMEOUT
+from .webserver import StatsServer
 
 log = logging.getLogger(__name__)
 

@@ -3,15 +3,17 @@
 ``ROUTES`` is the one place that lists what the server answers.  A route's
 handler gets the job manager and the request (its path parameter and body)
 and returns a ``Reply``, or raises ``ApiError`` for a row of API.md's error
-table.  How requests are read and answers written is ``webserver``'s job.
+table.  How requests are read and answers written is ``http11``'s and
+``webserver``'s job.
 """
 
 import json
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .http11 import ApiError, Reply, Request
 from .jobs import JobManager, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
@@ -23,59 +25,10 @@ log = logging.getLogger(__name__)
 # How long get_results waits for a running job before answering "running":
 # long enough for a job that was just queued, short enough never to stall a client.
 RESULT_WAIT = 0.1
-JSON_TYPE = "application/json"
 JOB_ID_PARAM = "{job_id}"
 MAX_NESTING = 32   # levels of arrays and objects a request body may have
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKETS = re.compile(r"[\[\]{}]")
-
-
-class ApiError(Exception):
-    """An answer of API.md's error table: ``{"status": "error", "reason": ...}``.
-
-    ``close`` asks to end the connection after the answer, when the rest of
-    the request could not be read and the stream is no longer in step.
-    """
-
-    def __init__(self, status: int, reason: str, headers: Sequence[Tuple[str, str]] = (),
-                 close: bool = False):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = tuple(headers)
-        self.close = close
-
-
-@dataclass
-class Request:
-    """What a route handler gets: the path parameter (the job id of
-    get_results), the query string's parameters (the first value of each)
-    and the raw body."""
-
-    param: str = ""
-    body: bytes = b""
-    query: Dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Reply:
-    """What a route handler returns: a status, a payload (JSON-ready, or
-    bytes sent as they are), extra headers and, for logging, the job id it
-    concerns.
-
-    A reply with ``chunks`` streams its body instead (``payload`` is then
-    ignored): the server sends each piece as it comes, with chunked transfer
-    coding, so a long answer is never built whole and a stream (Server-Sent
-    Events) can go on for as long as the iterator does.  The server closes the
-    iterator (``close()``, if it has one) when the client goes away.
-    """
-
-    status: int
-    payload: Any = None
-    job_id: str = ""
-    content_type: str = JSON_TYPE
-    headers: Sequence[Tuple[str, str]] = ()
-    chunks: Optional[Iterable[bytes]] = None
 
 
 Handler = Callable[[JobManager, Request], Reply]

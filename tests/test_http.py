@@ -13,7 +13,7 @@ import pytest
 from lestats.pool import ThreadPool
 from lestats.storage import EXPIRED_MARK
 from lestats.watch.events import BUFFER, MAX_STREAMS
-from lestats.webserver import MAX_BODY
+from lestats.http11 import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED, connection_thread, recv_exactly
 

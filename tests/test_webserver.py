@@ -11,8 +11,9 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from lestats import webserver
-from lestats.routes import ApiError, Reply, Route
+from lestats import connections, webserver
+from lestats.http11 import MAX_BODY, ApiError, Reply
+from lestats.routes import Route
 
 from conftest import connect, connection_thread, non_reading_client, recv_all, recv_until
 
@@ -294,7 +295,7 @@ def test_100_continue_is_sent_at_once_then_the_body_is_read(serve, tiny_index):
 
 
 @pytest.mark.parametrize("raw, status", [
-    pytest.param(POST_HEAD % (webserver.MAX_BODY + 1), b"413", id="too-large"),
+    pytest.param(POST_HEAD % (MAX_BODY + 1), b"413", id="too-large"),
     pytest.param(POST_HEAD.replace(b"global_mean", b"nope") % 10, b"404", id="unknown-path"),
     pytest.param(POST_HEAD.replace(b"POST", b"GET") % 10, b"405", id="wrong-method"),
 ])
@@ -424,8 +425,8 @@ class FakeResource:
 def test_the_connection_cap_fits_the_open_file_limit(monkeypatch, soft, hard, settable,
                                                      expected):
     fake = FakeResource(soft, hard, settable)
-    monkeypatch.setattr(webserver, "resource", fake)
-    cap, note = webserver.fit_connection_cap(1000)
+    monkeypatch.setattr(connections, "resource", fake)
+    cap, note = connections.fit_connection_cap(1000)
     assert (cap, fake.limits[0]) == expected
     if cap < 1000:
         assert note == ("--max-connections 1000 lowered to 192: the open-file limit is 256"
