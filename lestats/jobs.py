@@ -28,7 +28,8 @@ from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 from .data import DataIndex
 from .pool import PoolClosed, PoolFull, ThreadPool
 from .statistics import Query, QueryError, prepare
-from .storage import EXPIRED_MARK, AcceptedJob, JobStore, Recovered
+from .journal import AcceptedJob
+from .storage import EXPIRED_MARK, JobStore, Recovered
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lestats import storage
+from lestats import journal
 from lestats.data import load
 from lestats.tools.demo import HEADER
 from lestats.jobs import JobManager
@@ -69,7 +69,7 @@ TINY_ROWS = [
 def quick_journal_timeout(monkeypatch):
     """An append that waits for a stuck journal gives up after 5 s in tests
     (30 s in the server), so that a broken journal fails tests, fast."""
-    monkeypatch.setattr(storage, "JOURNAL_TIMEOUT", 5.0)
+    monkeypatch.setattr(journal, "JOURNAL_TIMEOUT", 5.0)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from lestats.tools import soak
 from lestats.data import load
 from lestats.tools.soak import ServerProcess, call, random_request
 from lestats.statistics import prepare
-from lestats.storage import AcceptedJob
+from lestats.journal import AcceptedJob
 
 from conftest import REPO
 

@@ -13,9 +13,9 @@ import tracemalloc
 
 import pytest
 
-from lestats import storage
-from lestats.storage import (LOCK_NAME, AcceptedJob, DirectoryInUse, DiskFull, JobStore,
-                             JournalError, StoreError, parse_journal_line)
+from lestats import journal as journal_module, storage
+from lestats.journal import AcceptedJob, JournalError, parse_journal_line
+from lestats.storage import LOCK_NAME, DirectoryInUse, DiskFull, JobStore, StoreError
 
 from interleave import TIMEOUT, CountingCondition
 
@@ -481,7 +481,7 @@ def test_an_append_whose_line_is_being_written_sleeps_past_its_deadline(tmp_path
 
 
 def test_segments_of_finished_jobs_are_deleted_and_no_others(tmp_path, stores, monkeypatch):
-    monkeypatch.setattr(storage, "SEGMENT_LINES", 5)
+    monkeypatch.setattr(journal_module, "SEGMENT_LINES", 5)
     store, _ = stores(tmp_path)
     for number in range(1, 13):          # segments: 1..5 | 6..10 | 11, 12
         store.accept(job(number))

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
-from lestats import cli, storage
+from lestats import cli
+from lestats import files as file_helpers
 from lestats.data import load
 from lestats.jobs import JobManager
 from lestats.pool import EXITED, ThreadPool
@@ -376,7 +377,7 @@ def _half_read_side(write: Callable[[str, int, bytes], None]) -> Side:
     answer = json.dumps(RESULT).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="lestats-lab-") as directory:
         store = JobStore(directory)
-        with slow_disk((storage,), "lab-writer") as pause:   # storage.write_all
+        with slow_disk((file_helpers,), "lab-writer") as pause:   # write_all
             writer = threading.Thread(target=write, args=(directory, 1, answer),
                                       name="lab-writer")
             writer.start()

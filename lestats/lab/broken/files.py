@@ -1,12 +1,12 @@
 """DELIBERATELY BROKEN: a result file written in place, under its final name.
 
-It writes with storage.write_all, as storage.JobStore does: what differs
+It writes with files.write_all, as storage.JobStore does: what differs
 is the name written to, and nothing else.
 """
 
 import os
 
-from lestats.storage import write_all
+from lestats.files import write_all
 
 
 def write_result_in_place(directory: str, number: int, answer: bytes) -> None:
