@@ -30,9 +30,6 @@ RUNNING = "running"
 EXITED = "exited"
 
 QUEUE_SHOWN = 100   # how many queued labels a snapshot lists
-# (notify_all?, Condition) -> the counter of those calls
-_COUNTER_KEYS = {(every, name): f"notify{'_all' if every else ''} {name}"
-                 for every in (False, True) for name in ("task_ready", "all_done")}
 
 
 class PoolClosed(RuntimeError):
@@ -56,13 +53,14 @@ class _Silent:   # pylint: disable=too-few-public-methods
 class _Worker:   # pylint: disable=too-few-public-methods
     """What one worker thread is doing; changed only under the pool's mutex."""
 
-    __slots__ = ("name", "state", "label", "since")
+    __slots__ = ("name", "state", "label", "since", "asleep")
 
     def __init__(self, name: str):
         self.name = name
         self.state = WAITING   # until it first takes the mutex
         self.label: Any = None
         self.since = time.time()
+        self.asleep = False    # inside _task_ready.wait()
 
 
 class ThreadPool:
@@ -74,12 +72,27 @@ class ThreadPool:
        from the moment ``submit`` accepts it until it has returned.
     2. A worker exits only when ``_closed`` and ``_tasks`` is empty, so the
        last queued task always has a thread to run it.
-    3. No wake-up is lost: while a worker sleeps on ``_task_ready`` with no
-       notification on its way (``_idle > 0``), every queued task has a
-       notified worker coming for it (``len(_tasks) <= _woken``).
+    3. No wake-up is lost: while a worker sleeps with no notification counted
+       for it (``_idle > 0``), every queued task has a counted notification
+       on its way (``len(_tasks) <= _woken``).
     4. Once ``_closed`` is True it stays True and nothing more is accepted;
        everything accepted before it still runs (a drain, not a cancel).
     5. ``len(_tasks) <= max_queued``.
+    6. The wake-up counts add up: ``_idle`` and ``_woken`` are never
+       negative, and ``_idle + _woken`` is the number of workers asleep in
+       ``_task_ready.wait()``.
+
+    Invariants 3 and 6 rest on two counts of the threads inside
+    ``_task_ready.wait()``: ``_idle`` (no notification counted for them) and
+    ``_woken`` (notifications counted, not yet matched by a return from
+    ``wait``).  A notify moves one thread's worth from ``_idle`` to
+    ``_woken`` (``notify_all``, all of them).  Which thread the Condition
+    really wakes is not known, and POSIX lets a wait return with no notify at
+    all (a spurious wake-up), so a return from ``wait`` is counted against
+    ``_woken`` if any notification is on its way, else against ``_idle``:
+    that keeps 6 true whoever wakes.  A spurious waker re-checks the queue
+    under the mutex like any other and takes a task if there is one, so the
+    notification it used up leaves no task behind, and 3 stays true.
 
     No task runs while ``_mutex`` is held: a worker takes the mutex only to
     take a task and to count it finished.  A task that raises anything, even
@@ -91,10 +104,23 @@ class ThreadPool:
     hold them hostage), so nobody would wait on a "not full" Condition and
     there is none.
 
+    Extension points: the bug lab (``lestats.lab.broken.pools``) builds
+    each deliberately broken pool by overriding exactly one of ``submit``,
+    ``join``, ``_work``, ``_next_task`` or ``_wait_for_task``, and calls the
+    small helpers they use (``_take``, ``_exit``, ``_task_done``,
+    ``_going_to_wait``, ``_back_from_wait``, ``_set_state``, ``_notify``,
+    ``_publish``, ``_join_threads``).  The lab also forces interleavings on ``_mutex``,
+    ``_task_ready`` and ``_closed``, and shows, as "done right", the lines
+    of these methods that hold ``self._task_ready.wait()``, ``while not
+    self._tasks and not self._closed:``, ``if not self._tasks:``,
+    ``wait_for(lambda: self._unfinished == 0`` and ``if self._closed:``.  Keep
+    those names and lines, or change the lab with them (its tests say so).
+
     ``events`` (optional) is told what happens: an object with a
     ``listening`` flag and ``publish(kind, fields)``, which is called with
     the mutex held and must not block (see ``lestats.watch.events``).  While
-    nobody listens, the pool only reads the flag.
+    nobody listens, the pool only asks the flag (the bus answers it under its
+    own mutex: lock order, this pool's mutex, then the bus's).
     """
 
     def __init__(self, size: int, name: str = "lestats-worker",
@@ -103,23 +129,30 @@ class ThreadPool:
             raise ValueError("a pool needs at least one thread")
         self.max_queued = max_queued
         self._events = events if events is not None else _Silent()
-        # Guards every attribute below, the _Worker records included.  Held
-        # only for a few bytecodes at a time; never while a task runs.
+        # Guards every attribute below, the _Worker records included, and
+        # max_queued.  Held only for a few bytecodes at a time; never while
+        # a task runs.
         self._mutex = threading.Lock()
-        # Notified when a task is added (notify) or the pool is closed
-        # (notify_all): idle workers wait on it.
+        # Idle workers wait on it.  Notified (notify) when a task is added:
+        # one task needs one worker, and every waiter waits for the same
+        # thing, so waking one is enough (waking more would only make empty
+        # wake-ups).  Notified (notify_all) when the pool is closed: every
+        # idle worker must wake, see _closed and decide whether to exit.
         self._task_ready = threading.Condition(self._mutex)
-        # Notified (notify_all) when _unfinished drops to zero: join() waits on it.
+        # join() waits on it.  Notified (notify_all) when _unfinished drops
+        # to zero: any number of threads may be joining, and all must return.
         self._all_done = threading.Condition(self._mutex)
         self._tasks: Deque[Tuple[Any, Task]] = deque()   # (label, task)
         self._unfinished = 0
         self._closed = False
-        self._idle = 0       # workers waiting on _task_ready, not yet notified
-        self._woken = 0      # workers notified, not yet back from wait()
-        self._counts: Dict[str, int] = dict.fromkeys(
-            ("submitted", "submitted_at_close", "waits", "wakeups", "empty_wakeups",
-             "notify task_ready", "notify all_done", "notify_all task_ready",
-             "notify_all all_done"), 0)
+        self._idle = 0       # threads inside wait(), no notification counted for them
+        self._woken = 0      # notifications counted, not yet matched by a return from wait()
+        self._counts: Dict[str, int] = {
+            "submitted": 0, "submitted_at_close": 0, "waits": 0, "wakeups": 0,
+            "empty_wakeups": 0}
+        # notify() and notify_all() calls, by Condition.
+        self._notifies: Dict[str, int] = {"task_ready": 0, "all_done": 0}
+        self._notify_alls: Dict[str, int] = {"task_ready": 0, "all_done": 0}
         self._workers = [_Worker(f"{name}-{i}") for i in range(1, size + 1)]
         self._threads: List[threading.Thread] = [
             threading.Thread(target=self._work, args=(worker,), name=worker.name, daemon=True)
@@ -173,9 +206,9 @@ class ThreadPool:
             return self._unfinished
 
     def queued(self) -> int:
-        """Tasks waiting in the queue.  No lock: ``len`` of a deque is atomic,
-        and a caller gets a value that was true at some moment anyway."""
-        return len(self._tasks)
+        """Tasks waiting in the queue."""
+        with self._mutex:
+            return len(self._tasks)
 
     def taken(self) -> int:
         """How many tasks workers have taken from the queue so far; a task
@@ -210,8 +243,8 @@ class ThreadPool:
 
     def _join_threads(self, deadline: Optional[float]) -> bool:
         """Wait for the worker threads to exit, until ``deadline`` (a
-        ``time.monotonic()`` value; None: as long as it takes).  No lock:
-        ``_threads`` never changes after ``__init__``."""
+        ``time.monotonic()`` value; None: as long as it takes).
+        ``_threads`` is not guarded: it never changes after ``__init__``."""
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
@@ -222,6 +255,7 @@ class ThreadPool:
         """What the pool is doing now, as JSON-ready data: its workers, queue,
         counters, and each invariant of the class docstring checked on it."""
         with self._mutex:
+            asleep = sum(w.asleep for w in self._workers)
             workers = [{"name": w.name, "state": w.state,
                         "condition": "task_ready" if w.state == WAITING else None,
                         "job_id": w.label if w.state == RUNNING else None,
@@ -230,6 +264,8 @@ class ThreadPool:
             queued, unfinished, closed = len(self._tasks), self._unfinished, self._closed
             idle, woken = self._idle, self._woken
             counts = dict(self._counts)
+            notifies, notify_alls = dict(self._notifies), dict(self._notify_alls)
+            max_queued = self.max_queued
         running = sum(w["state"] == RUNNING for w in workers)
         exited = sum(w["state"] == EXITED for w in workers)
         invariants = {
@@ -238,20 +274,20 @@ class ThreadPool:
                 exited == 0 or (closed and queued == 0),
             "no lost wake-up: no task waits while a worker sleeps un-notified":
                 idle == 0 or queued <= woken,
+            "the wake-up counts add up: idle + woken == workers asleep in wait()":
+                idle >= 0 and woken >= 0 and idle + woken == asleep,
             "nothing is accepted after shutdown":
                 not closed or counts["submitted"] == counts["submitted_at_close"],
             "the queue holds at most max_queued tasks":
-                self.max_queued is None or queued <= self.max_queued,
+                max_queued is None or queued <= max_queued,
         }
         return {
             "size": len(workers), "workers": workers, "queued": queued, "queue": queue,
             "unfinished": unfinished, "closed": closed,
             "counters": {
                 "submitted": counts["submitted"],
-                "notify": {"task_ready": counts["notify task_ready"],
-                           "all_done": counts["notify all_done"]},
-                "notify_all": {"task_ready": counts["notify_all task_ready"],
-                               "all_done": counts["notify_all all_done"]},
+                "notify": notifies,
+                "notify_all": notify_alls,
                 "waits": counts["waits"], "wakeups": counts["wakeups"],
                 "empty_wakeups": counts["empty_wakeups"],
             },
@@ -290,17 +326,28 @@ class ThreadPool:
         """Sleep on ``_task_ready`` once, counted; the caller's ``while``
         looks again on waking.  Hold ``_mutex`` (``wait`` lets go of it
         while asleep and has it back on return)."""
+        self._going_to_wait(me)
+        self._task_ready.wait()
+        self._back_from_wait(me)
+
+    def _going_to_wait(self, me: _Worker) -> None:
+        """Count ``me`` idle, about to sleep in ``wait``.  Hold ``_mutex``."""
         self._set_state(me, WAITING)
+        me.asleep = True
         self._idle += 1
         self._counts["waits"] += 1
         if self._events.listening:
             self._publish("worker_wait", worker=me.name, condition="task_ready")
-        self._task_ready.wait()
-        self._woken -= 1   # whoever notified counted this wake-up as on its way
-        self._counted_wakeup(me)
 
-    def _counted_wakeup(self, me: _Worker) -> None:
-        """Count a wake-up, and whether it found nothing to do.  Hold ``_mutex``."""
+    def _back_from_wait(self, me: _Worker) -> None:
+        """Count a return from ``wait`` (see the class docstring: against a
+        notification on its way if there is one, else against the idle),
+        and whether it found nothing to do.  Hold ``_mutex``."""
+        me.asleep = False
+        if self._woken:
+            self._woken -= 1
+        else:              # no notification was counted for it: a spurious wake-up
+            self._idle -= 1
         self._counts["wakeups"] += 1
         empty = not self._tasks and not self._closed
         if empty:          # another worker took the task first: wait again
@@ -337,10 +384,10 @@ class ThreadPool:
         name = "task_ready" if condition is self._task_ready else "all_done"
         if every:
             condition.notify_all()
-            self._counts[_COUNTER_KEYS[True, name]] += 1
+            self._notify_alls[name] += 1
         else:
             condition.notify()
-            self._counts[_COUNTER_KEYS[False, name]] += 1
+            self._notifies[name] += 1
         if condition is self._task_ready:
             woken = self._idle if every else min(self._idle, 1)
             self._idle -= woken
@@ -351,7 +398,7 @@ class ThreadPool:
 
     def _publish(self, kind: str, **fields: Any) -> None:
         """Tell the events sink, if it listens.  On the hot paths the caller
-        checks ``listening`` first, so that nobody watching costs one read."""
+        asks ``listening`` first, so that nobody watching costs no event."""
         events = self._events
         if events.listening:
             fields["t"] = time.time()

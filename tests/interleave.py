@@ -143,6 +143,19 @@ class IdleWatch:
         """The kinds of the events so far."""
         return [kind for kind, _ in self.events]
 
+    def wait_events(self, pool, count: int, kind: str, **fields) -> None:
+        """Wait until ``count`` events of ``kind`` with ``fields`` were
+        published, then until the thread that published the last one has
+        let go of the pool's mutex."""
+        def seen() -> int:
+            return sum(1 for published, values in self.events if published == kind and all(
+                values.get(name) == value for name, value in fields.items()))
+        with self._changed:
+            assert self._changed.wait_for(lambda: seen() >= count, TIMEOUT), (
+                f"{seen()} {kind} events {fields}, not {count}")
+        with pool._mutex:   # pylint: disable=protected-access
+            pass
+
     def wait_idle(self, pool, count: int) -> None:
         """Wait until ``count`` workers of ``pool`` wait on its Condition."""
         with self._changed:

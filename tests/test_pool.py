@@ -332,6 +332,66 @@ def test_a_wake_up_that_finds_the_queue_empty_waits_again():
         assert pool.join(timeout=TIMEOUT)
 
 
+class SpuriousFor(SwitchingCondition):
+    """A Condition on which the first wait of the thread called ``name`` ends
+    when ``spurious`` is set, with no notify (as POSIX allows); that thread
+    is not among the Condition's waiters meanwhile, so a notify wakes
+    another.  Other waits are SwitchingCondition's."""
+
+    def __init__(self, lock, name):
+        super().__init__(lock)
+        self.name = name
+        self.spurious = threading.Event()
+        self.asleep = threading.Event()
+
+    def wait(self, timeout=None):
+        if threading.current_thread().name != self.name or self.asleep.is_set():
+            return super().wait(timeout)
+        self.asleep.set()
+        self.release()
+        try:
+            self.spurious.wait(TIMEOUT)
+        finally:
+            self.acquire()
+        return True
+
+
+def test_a_spurious_wake_up_while_a_notify_is_on_its_way_keeps_the_counts_true():
+    """Both workers sleep; a task's notify wakes worker 1, but before it has
+    the lock back, worker 2 wakes with no notify at all and takes the task.
+    Worker 1 then finds nothing and waits again.  No count may go negative
+    and every invariant must hold: the model of who was woken is about
+    counts, not about which thread."""
+    pool = watched_pool(2, "spurious", HeldPool)
+    ready = pool._task_ready = SpuriousFor(pool._mutex, "spurious-2")   # pylint: disable=protected-access
+    pool.go.set()
+    wait_until_idle(pool, 2)
+    assert ready.asleep.wait(TIMEOUT)
+    ran = []
+    with pool._mutex:   # pylint: disable=protected-access
+        ready.arm()                           # worker 1, once woken, stops before its re-check
+    pool.submit(lambda: ran.append(threading.current_thread().name))
+    assert ready.pause.reached.wait(TIMEOUT)
+    ready.spurious.set()                      # worker 2 wakes for nothing it was told of
+    try:
+        assert pool.join(timeout=TIMEOUT)     # ... and runs the task
+        ready.pause.release.set()             # worker 1 re-checks: nothing to do
+        pool._events.wait_events(pool, 1, "worker_wake", worker="spurious-1")   # pylint: disable=protected-access
+        wait_until_idle(pool, 2)
+        assert ran == ["spurious-2"]
+        with pool._mutex:   # pylint: disable=protected-access
+            counts = pool._idle, pool._woken   # pylint: disable=protected-access
+        assert counts == (2, 0)
+        snapshot = pool.snapshot()
+        assert all(snapshot["invariants"].values()), snapshot["invariants"]
+        assert snapshot["counters"]["empty_wakeups"] == 1
+        assert_runs_a_task(pool)
+    finally:
+        ready.pause.release.set()
+        pool.shutdown()
+        assert pool.join(timeout=TIMEOUT)
+
+
 def test_the_closed_check_and_the_enqueue_are_one_step():
     """A submit reads ``_closed`` and is switched out right after: a shutdown
     must not slip in between (the task would be queued on a pool whose
@@ -443,6 +503,13 @@ def test_an_invariant_shows_false_when_its_state_is_broken(pool):
     assert invariants["no lost wake-up: no task waits while a worker sleeps un-notified"] is False
     with pool._mutex:   # pylint: disable=protected-access
         pool._tasks.clear()   # pylint: disable=protected-access
+        pool._woken += 1      # a notification nobody sleeps for   # pylint: disable=protected-access
+    invariants = pool.snapshot()["invariants"]
+    assert invariants["the wake-up counts add up: idle + woken == workers asleep in wait()"] \
+        is False
+    with pool._mutex:   # pylint: disable=protected-access
+        pool._woken -= 1   # pylint: disable=protected-access
+    assert all(pool.snapshot()["invariants"].values())
 
 
 def test_events_tell_each_wait_notify_and_wake_in_order():

@@ -43,18 +43,11 @@ class PollingPool(ThreadPool):
     poll_seconds = 0.05
 
     def _wait_for_task(self, me: _Worker) -> None:
-        self._set_state(me, WAITING)
-        self._idle += 1
-        self._counts["waits"] += 1
-        if self._events.listening:
-            self._publish("worker_wait", worker=me.name, condition="task_ready")
+        self._going_to_wait(me)
         # BROKEN: a timeout on a wait that needs none: every worker wakes
         # every poll_seconds, forever, to find (mostly) nothing.
-        if self._task_ready.wait(self.poll_seconds):
-            self._woken -= 1   # whoever notified counted this wake-up as on its way
-        else:                  # timed out: nobody counted this worker woken
-            self._idle -= 1
-        self._counted_wakeup(me)
+        self._task_ready.wait(self.poll_seconds)
+        self._back_from_wait(me)
 
 
 class NoDrainPool(ThreadPool):
