@@ -91,6 +91,7 @@ def test_the_trace_is_chrome_trace_json_with_a_span_per_job(tiny_index, tmp_path
     trace = TraceWriter(bus, str(tmp_path / "trace.json"))
     pool = ThreadPool(2, events=bus)
     manager = JobManager(tiny_index, pool, JobStore(tmp_path / "results"), events=bus)
+    manager.start()
     for _ in range(6):
         manager.submit("global_mean", {"question": OBESITY})
     assert manager.drain(timeout=TIMEOUT)

@@ -5,8 +5,8 @@
 * ``trace``: ``--trace FILE``, the same events as Chrome Trace Event JSON;
 * ``page.html``: the live page at ``/``, read once at start.
 
-None of it costs anything while nobody watches: the pool only reads the
-bus's ``listening`` flag.
+None of it costs anything while nobody watches: the pool and the job layer
+only ask the bus whether anyone listens, and build no event.
 """
 
 import pkgutil

@@ -3,7 +3,11 @@
 The pool publishes worker waits and wake-ups, notifications, shutdown and
 the end of the drain; the job layer publishes jobs accepted, started and
 finished.  ``GET /api/events`` streams them as Server-Sent Events
-(``sse_stream``), and ``--trace`` writes them to a file (``trace``).
+(``SseStream``), and ``--trace`` writes them to a file (``trace``).
+
+``EventBus`` is one of the project's Condition patterns: one mutex for the
+whole bus, and a Condition per subscriber on it (its reader waits for
+events there), so that a publisher wakes only the readers it gave events to.
 """
 
 import json
@@ -15,11 +19,19 @@ from typing import Any, Deque, Dict, Iterator, List, Optional
 
 log = logging.getLogger(__name__)
 
+BUFFER = 1000        # events a subscriber may fall behind before it is dropped
+MAX_STREAMS = 32     # event streams open at once; more are refused
+KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
+GATHER = 0.05        # seconds a stream gathers events before sending them together
+BATCH = 200          # events that end the gathering early
+
+
 class Event:   # pylint: disable=too-few-public-methods
-    """One event: its sequence number, kind and fields.  It unpacks as
-    ``seq, kind, fields``; ``sse`` is its Server-Sent Events text, made by
-    the first stream that sends it and shared by the others (two streams
-    racing to make it make the same bytes, so no lock is needed)."""
+    """One event: its sequence number, kind and fields, which never change
+    once published.  It unpacks as ``seq, kind, fields``.  ``sse``, its
+    Server-Sent Events text, is made by the first stream that sends it and
+    shared by the others; it is guarded by the bus's mutex (see
+    ``EventBus.sse_text``)."""
 
     __slots__ = ("seq", "kind", "fields", "sse")
 
@@ -29,12 +41,6 @@ class Event:   # pylint: disable=too-few-public-methods
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.seq, self.kind, self.fields))
-
-BUFFER = 1000        # events a subscriber may fall behind before it is dropped
-MAX_STREAMS = 32     # event streams open at once; more are refused
-KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
-GATHER = 0.05        # seconds a stream gathers events before sending them together
-BATCH = 200          # events that end the gathering early
 
 
 class TooManyStreams(RuntimeError):
@@ -51,14 +57,14 @@ class EventBus:
     so a slow reader can never slow the pool; a lossy one (the trace writer)
     counts what it missed instead.
 
-    ``_mutex`` guards ``_subscribers``, ``_seq``, ``_closed`` and every
-    Subscription's buffer and flags.  Each Subscription's ``_ready`` (on the
-    mutex) is notified when an event is added to it or it is closed.
+    ``_mutex`` guards ``_subscribers``, ``_seq``, ``_closed``, every
+    Subscription's buffer and flags, and every Event's ``sse``.  It is held
+    for bookkeeping only: events are encoded outside it.  Each
+    Subscription's ``_ready`` (on the mutex) is notified when an event is
+    added to its buffer or it is closed.
 
-    ``listening`` is True while anyone subscribes.  Publishers read it
-    without the lock, so that publishing costs one attribute read while
-    nobody watches; a stale read at worst gives one event to a subscriber
-    that is leaving, or misses one for a subscriber that is arriving.
+    ``listening`` is True while anyone subscribes: publishers ask it first,
+    so that while nobody watches, an event is not even built.
     """
 
     def __init__(self) -> None:
@@ -66,7 +72,12 @@ class EventBus:
         self._subscribers: List["Subscription"] = []
         self._seq = 0
         self._closed = False
-        self.listening = False
+
+    @property
+    def listening(self) -> bool:
+        """True while anyone subscribes."""
+        with self._mutex:
+            return bool(self._subscribers)
 
     def subscribe(self, limit: int = BUFFER, lossy: bool = False,
                   streams: int = MAX_STREAMS) -> "Subscription":
@@ -81,7 +92,6 @@ class EventBus:
                 subscription.closed = True
             else:
                 self._subscribers.append(subscription)
-                self.listening = True
             return subscription
 
     def publish(self, kind: str, fields: Dict[str, Any]) -> None:
@@ -94,7 +104,6 @@ class EventBus:
             for subscription in overflowed:
                 self._subscribers.remove(subscription)
                 subscription.drop(self._seq, fields.get("t", time.time()))
-            self.listening = bool(self._subscribers)
 
     def close(self) -> None:
         """End every subscription (the server is stopping); later ones start closed."""
@@ -103,22 +112,40 @@ class EventBus:
             for subscription in self._subscribers:
                 subscription.end()
             self._subscribers.clear()
-            self.listening = False
+
+    def sse_text(self, events: List[Event]) -> bytes:
+        """The Server-Sent Events text of ``events``: each event's is made
+        once, by the first stream that sends it, outside the mutex, and kept
+        (under it) for the others."""
+        with self._mutex:
+            texts = [event.sse for event in events]
+        missing = [i for i, text in enumerate(texts) if text is None]
+        for i in missing:
+            texts[i] = sse_bytes(events[i])
+        if missing:
+            with self._mutex:
+                for i in missing:
+                    if events[i].sse is None:
+                        events[i].sse = texts[i]
+        return b"".join(texts)   # type: ignore[arg-type]
 
     def _unsubscribe(self, subscription: "Subscription") -> None:
         with self._mutex:
             if subscription in self._subscribers:
                 self._subscribers.remove(subscription)
             subscription.end()
-            self.listening = bool(self._subscribers)
 
 
 class Subscription:
     """One subscriber's buffer.  Everything here is guarded by the bus's
-    mutex; ``offer``, ``drop`` and ``end`` are called with it held."""
+    mutex; ``offer``, ``drop`` and ``end`` are called with it held.
+
+    A subscription has one reader (the stream or the trace writer that
+    subscribed): ``_ready`` is notified with ``notify``, not ``notify_all``,
+    because there is never more than one thread to wake."""
 
     def __init__(self, bus: EventBus, limit: int, lossy: bool):
-        self._bus = bus
+        self.bus = bus
         self._limit = limit
         self._lossy = lossy
         self._buffer: Deque[Event] = deque()
@@ -174,15 +201,14 @@ class Subscription:
 
     def close(self) -> None:
         """Stop receiving events."""
-        self._bus._unsubscribe(self)   # pylint: disable=protected-access
+        self.bus._unsubscribe(self)   # pylint: disable=protected-access
 
 
 def sse_bytes(event: Event) -> bytes:
-    """One event in the Server-Sent Events format."""
-    if event.sse is None:
-        data = json.dumps(event.fields, separators=(",", ":"), allow_nan=False)
-        event.sse = f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode("utf-8")
-    return event.sse
+    """One event in the Server-Sent Events format (made anew: see
+    ``EventBus.sse_text`` for the shared copy)."""
+    data = json.dumps(event.fields, separators=(",", ":"), allow_nan=False)
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode("utf-8")
 
 
 class SseStream:
@@ -214,6 +240,7 @@ class SseStream:
 
     def _generate(self) -> Iterator[bytes]:
         subscription = self._subscription
+        bus = subscription.bus
         try:
             yield b"retry: 2000\n\n"
             while True:
@@ -223,7 +250,7 @@ class SseStream:
                 if not events:
                     yield b": keep-alive\n\n"
                     continue
-                yield b"".join(sse_bytes(event) for event in events)
+                yield bus.sse_text(events)
                 if subscription.dropped:
                     log.warning("an event stream fell behind and was dropped")
                     return
