@@ -183,6 +183,7 @@ class Service:
                                            min_free_mb=args.min_free_mb),
                 events=self.events, slow_motion_ms=args.slow_motion,
                 keep_results=args.keep_results)
+            self.jobs.start()
         except StoreError as exc:
             self._stop_teaching()
             self.pool.shutdown()

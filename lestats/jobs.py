@@ -131,8 +131,25 @@ class JobTable:
         return None
 
 
+class _Waiter:   # pylint: disable=too-few-public-methods
+    """What the ``result(wait=...)`` calls waiting for one job share: a
+    Condition on the job manager's mutex, notified (all) when that job
+    finishes, and how many of them wait on it (the last one out removes it).
+    Guarded by that mutex."""
+
+    __slots__ = ("finished", "count")
+
+    def __init__(self, mutex: Any):
+        self.finished = threading.Condition(mutex)
+        self.count = 0
+
+
 class JobManager:   # pylint: disable=too-many-instance-attributes
     """Accepts jobs, runs them on a ThreadPool, and answers for their state.
+
+    ``start`` owns the results directory and queues again the jobs an
+    earlier run left unfinished; then ``submit``, ``result``... may be
+    called from any thread.
 
     ``_mutex`` guards ``_table``, ``_next``, ``_unfinished``, ``_first_open``,
     ``_done_order`` and ``_waiters``.  It is held for bookkeeping only, never
@@ -143,9 +160,10 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
     "No job is accepted after shutdown" is the pool's: it refuses tasks once
     closed, under its own mutex, and ``submit`` turns that into ShuttingDown.
 
-    Each Condition in ``_waiters`` (on ``_mutex``) belongs to one job that a
-    ``result(wait=...)`` call is waiting for, and is notified (all) when that
-    job finishes: a finishing job wakes only its own waiters.
+    Each ``_Waiter`` in ``_waiters`` belongs to one job that ``result``
+    calls are waiting for; its Condition is notified (all) when that job
+    finishes: a finishing job wakes only its own waiters, and all of them,
+    since each is a client waiting for the same answer.
 
     Invariants: ``_unfinished`` is the number of slots QUEUED or RUNNING;
     ``_table`` holds its jobs in ascending id order (recovered ones are
@@ -153,11 +171,13 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
     ``_first_open`` is finished.
 
     ``_answers`` memoizes the encoded result of each Query (the index never
-    changes, so neither does an answer), and ``_queries`` the one Query
-    object shared by every job that asks the same thing.  Neither needs a
-    lock: a dict's ``get`` and ``setdefault`` are atomic, and two workers
-    racing on a new Query at worst compute the same bytes twice.  Both hold
-    at most one entry per statistic, question and state of the data.
+    changes, so neither does an answer), ``_queries`` the one Query object
+    shared by every job that asks the same thing, and ``_answer_names``
+    numbers the answers' shared copies on disk.  ``_cache_mutex`` guards
+    the three; an answer is computed with it let go, so two workers racing
+    on a new Query at worst compute the same bytes twice, and the first one
+    kept wins.  Both dicts hold at most one entry per statistic, question and
+    state of the data.
     """
 
     def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore, *,
@@ -170,18 +190,27 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         self.slow_motion_ms = slow_motion_ms
         self._keep_results = keep_results
         self._worker_index = {name: i for i, name in enumerate(pool.worker_names, 1)}
+        self._cache_mutex = threading.Lock()
         self._answers: Dict[Query, Tuple[bytes, str]] = {}
         self._queries: Dict[Query, Query] = {}
         self._run_name = os.urandom(6).hex()
         self._answer_names = itertools.count(1)
         self._mutex = threading.Lock()
-        self._waiters: Dict[int, List[Any]] = {}   # slot -> [Condition, number waiting]
+        self._waiters: Dict[int, _Waiter] = {}   # by slot
         self._table = JobTable()
         self._unfinished = 0
         self._first_open = 0
+        self._next = 1
         self._done_order: Deque[int] = deque()   # slots of done jobs, oldest first
-        recovered = store.open(index.source)
-        self._next = recovered.next_number
+        self.start_note: Optional[str] = None
+
+    def start(self) -> None:
+        """Own the results directory, read what an earlier run left there,
+        and queue again the jobs it accepted and did not finish.  Raise
+        storage.StoreError (DirectoryInUse) if it cannot be used."""
+        recovered = self._store.open(self._index.source)
+        with self._mutex:
+            self._next = recovered.next_number
         self._enter_recovered(recovered)
         self.start_note = self._start_note(recovered)
 
@@ -241,25 +270,30 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
 
     def _shared(self, query: Query) -> Query:
         """The one Query object every job asking the same thing refers to
-        (so a job's record costs a pointer, not a copy of the question).
-        No lock: ``setdefault`` is atomic."""
-        return self._queries.setdefault(query, query)
+        (so a job's record costs a pointer, not a copy of the question)."""
+        with self._cache_mutex:
+            return self._queries.setdefault(query, query)
 
     def _answer(self, query: Query) -> Tuple[bytes, str]:
         """The answer's JSON text, computed once per Query, and the name of
         its one copy on disk: unique to this run and this Query (the next of
-        ``_answer_names``, whose ``next`` is atomic), so that no answer of
-        another run or another data file is ever taken for it."""
-        answer = self._answers.get(query)
-        if answer is None:
-            try:
-                text = json.dumps(query.compute(self._index), allow_nan=False)
-            except ValueError as exc:
-                raise ArithmeticError("the answer holds a number JSON cannot represent"
-                                      " (infinite or not a number)") from exc
-            data = text.encode("utf-8")
-            name = f"{self._run_name}-{next(self._answer_names)}"
-            answer = self._answers.setdefault(query, (data, name))
+        ``_answer_names``), so that no answer of another run or another data
+        file is ever taken for it."""
+        with self._cache_mutex:
+            answer = self._answers.get(query)
+        if answer is not None:
+            return answer
+        try:
+            text = json.dumps(query.compute(self._index), allow_nan=False)
+        except ValueError as exc:
+            raise ArithmeticError("the answer holds a number JSON cannot represent"
+                                  " (infinite or not a number)") from exc
+        data = text.encode("utf-8")
+        with self._cache_mutex:
+            answer = self._answers.get(query)
+            if answer is None:
+                name = f"{self._run_name}-{next(self._answer_names)}"
+                answer = self._answers[query] = (data, name)
         return answer
 
     def _mark_started(self, slot: int, number: int) -> None:
@@ -283,7 +317,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             self._unfinished -= 1
             waiter = self._waiters.get(slot)
             if waiter is not None:
-                waiter[0].notify_all()
+                waiter.finished.notify_all()
             first_open = self._advance_first_open()
             if status == DONE and self._keep_results is not None:
                 self._done_order.append(slot)
@@ -357,13 +391,14 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         Condition of its own.  Hold ``_mutex``."""
         waiter = self._waiters.get(slot)
         if waiter is None:
-            waiter = self._waiters[slot] = [threading.Condition(self._mutex), 0]
-        waiter[1] += 1
+            waiter = self._waiters[slot] = _Waiter(self._mutex)
+        waiter.count += 1
         try:
-            waiter[0].wait_for(lambda: self._table.status[slot] not in UNFINISHED, timeout)
+            waiter.finished.wait_for(lambda: self._table.status[slot] not in UNFINISHED,
+                                     timeout)
         finally:
-            waiter[1] -= 1
-            if not waiter[1]:
+            waiter.count -= 1
+            if not waiter.count:
                 del self._waiters[slot]
 
     def job_list(self, since: int = 0, limit: Optional[int] = None) -> Iterator[bytes]:
@@ -412,9 +447,9 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         }
 
     def num_jobs(self) -> int:
-        """Jobs accepted and not yet finished.  No lock: reading an int is
-        atomic, and the value was true at some moment anyway."""
-        return self._unfinished
+        """Jobs accepted and not yet finished."""
+        with self._mutex:
+            return self._unfinished
 
     def questions(self) -> Dict[str, List[str]]:
         """Each question of the data and the states it has rows for, sorted."""

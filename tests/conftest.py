@@ -108,6 +108,7 @@ class LiveServer:
         self.pool = pool or ThreadPool(workers, events=self.events)
         self.store = JobStore(results_dir)
         self.jobs = JobManager(index, self.pool, self.store, events=self.events, **job_options)
+        self.jobs.start()
         self.server = StatsServer(("127.0.0.1", 0), self.jobs, client_timeout, max_connections)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

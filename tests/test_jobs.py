@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from lestats import jobs as jobs_module
 from lestats.jobs import (DONE, ERROR, QueueFull, ShuttingDown, UnknownJob, JobManager,
                           job_number)
 from lestats.pool import ThreadPool
@@ -16,8 +17,8 @@ from lestats.statistics import QueryError
 from lestats.storage import EXPIRED_MARK, JobStore
 
 from conftest import MUSCLE, OBESITY
-from interleave import (TIMEOUT, SpuriousCondition, WatchedLock, in_thread, in_threads,
-                        pause_after_read)
+from interleave import (TIMEOUT, CountingCondition, SpuriousCondition, WatchedLock, in_thread,
+                        in_threads, pause_after_read)
 
 ASK = {"question": OBESITY}
 
@@ -33,6 +34,7 @@ class Managers:
     def __call__(self, workers=2, directory="results", pool=None, **options):
         pool = pool or ThreadPool(workers)
         manager = JobManager(self.index, pool, JobStore(self.tmp_path / directory), **options)
+        manager.start()
         self.made.append((manager, pool))
         return manager
 
@@ -65,6 +67,31 @@ def held_pool():
     pool.submit(lambda: (started.set(), gate.wait(TIMEOUT)))
     assert started.wait(TIMEOUT)
     return pool, gate
+
+
+@pytest.fixture
+def waiters_made(monkeypatch):
+    """Every job waiter's Condition counts the threads inside ``wait``;
+    ``waiters_made(i, n)`` waits until the i-th waiter made has n of them,
+    and returns it."""
+    made, changed = [], threading.Condition()
+
+    class CountedWaiter(jobs_module._Waiter):   # pylint: disable=protected-access
+        def __init__(self, mutex):
+            super().__init__(mutex)
+            self.finished = CountingCondition(mutex)
+            with changed:
+                made.append(self)
+                changed.notify_all()
+
+    def wait_for(index, count):
+        with changed:
+            assert changed.wait_for(lambda: len(made) > index, TIMEOUT)
+        assert made[index].finished.wait_for_waiters(count)
+        return made[index]
+
+    monkeypatch.setattr(jobs_module, "_Waiter", CountedWaiter)
+    return wait_for
 
 
 def statuses(manager):
@@ -417,6 +444,7 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
         runs.clear()
         pool = ThreadPool(2)
         manager = JobManager(tiny_index, pool, JobStore(tmp_path / str(round_number)))
+        manager.start()
         start = threading.Barrier(9)
         accepted, refused = [], []
 
@@ -448,7 +476,7 @@ def test_submits_racing_a_shutdown_are_each_run_once_or_refused(tiny_index, tmp_
 
 # -- waiting for a result ------------------------------------------------------------
 
-def test_result_waits_for_a_running_job_and_is_woken_when_it_finishes(managers):
+def test_result_waits_for_a_running_job_and_is_woken_when_it_finishes(managers, waiters_made):
     pool, gate = held_pool()
     manager = managers(pool=pool)
     try:
@@ -459,9 +487,7 @@ def test_result_waits_for_a_running_job_and_is_woken_when_it_finishes(managers):
             manager.result("job_id_1", wait=30)), daemon=True) for _ in range(2)]
         for poller in pollers:
             poller.start()
-        with manager._mutex:   # pylint: disable=protected-access
-            assert manager._waiters[0][0].wait_for(   # pylint: disable=protected-access
-                lambda: manager._waiters[0][1] == 2, TIMEOUT)   # pylint: disable=protected-access
+        waiters_made(1, 2)   # the second waiter of job 1 (the first gave up), with both pollers
     finally:
         gate.set()   # the job runs; its finish wakes both pollers, long before 30 s
     for poller in pollers:
@@ -478,7 +504,9 @@ def test_a_waiter_that_wakes_for_nothing_waits_again(managers):
     try:
         manager.submit("global_mean", ASK)
         spurious = SpuriousCondition(manager._mutex)   # pylint: disable=protected-access
-        manager._waiters[0] = [spurious, 0]   # pylint: disable=protected-access
+        waiter = jobs_module._Waiter(manager._mutex)   # pylint: disable=protected-access
+        waiter.finished = spurious
+        manager._waiters[0] = waiter   # pylint: disable=protected-access
         answers = []
         poller = threading.Thread(target=lambda: answers.append(
             manager.result("job_id_1", wait=30)), daemon=True)
@@ -490,7 +518,7 @@ def test_a_waiter_that_wakes_for_nothing_waits_again(managers):
     assert [answer.status for answer in answers] == ["done"]
 
 
-def test_a_finishing_job_wakes_only_its_own_waiters(managers):
+def test_a_finishing_job_wakes_only_its_own_waiters(managers, waiters_made):
     """Each waited-for job has a Condition of its own: a poller of job 2 is
     not woken when job 1 finishes."""
     pool, gate = held_pool()
@@ -503,10 +531,7 @@ def test_a_finishing_job_wakes_only_its_own_waiters(managers):
         poller = threading.Thread(target=lambda: manager.result("job_id_2", wait=30),
                                   daemon=True)
         poller.start()
-        with manager._mutex:   # pylint: disable=protected-access
-            assert manager._waiters[1][0].wait_for(   # pylint: disable=protected-access
-                lambda: manager._waiters[1][1] == 1, TIMEOUT)   # pylint: disable=protected-access
-        condition = manager._waiters[1][0]   # pylint: disable=protected-access
+        condition = waiters_made(0, 1).finished   # job 2's, with its poller in it
         notified = []
         original = condition.notify_all
         condition.notify_all = lambda: (notified.append(1), original())

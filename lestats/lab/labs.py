@@ -321,8 +321,10 @@ def _job_manager(directory: str) -> JobManager:
     with open(data, "w", encoding="utf-8") as out:
         out.write("Question,LocationDesc,Data_Value,StratificationCategory1,Stratification1\n"
                   f"{QUESTION},Ohio,1,Total,Total\n")
-    return JobManager(load(data), ThreadPool(1, name="lab-jobs"),
-                      JobStore(os.path.join(directory, "results")))
+    manager = JobManager(load(data), ThreadPool(1, name="lab-jobs"),
+                         JobStore(os.path.join(directory, "results")))
+    manager.start()
+    return manager
 
 
 def run_unlocked_ids() -> Tuple[Side, Side]:

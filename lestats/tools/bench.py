@@ -494,6 +494,7 @@ def serve_memory(jobs: str, data: str, results: str) -> int:
     index = load(data)
     pool = ThreadPool(2)
     manager = JobManager(index, pool, JobStore(results))
+    manager.start()
     bodies = [(name, json.loads(body)) for name, body in requests_mix(index, 500)]
     tracemalloc.start()
     gc.collect()
