@@ -275,6 +275,31 @@ class SignalWaiter:
         return self._pending.pop(0)
 
 
+class Drain:
+    """Waits, in a thread of its own, for the accepted jobs to finish (at
+    most ``timeout`` seconds), then calls ``wake``: the main thread, asleep
+    in SignalWaiter, learns that the drain is over, or a second signal comes
+    first."""
+
+    def __init__(self, jobs: JobManager, timeout: float, wake: Callable[[], None]):
+        self._jobs = jobs
+        self._timeout = timeout
+        self._wake = wake
+        self._finished = False   # written by the drain's thread; read after join()
+        self._thread = threading.Thread(target=self._run, name="lestats-drain", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._finished = self._jobs.drain(self._timeout)
+        self._wake()
+
+    def finished_in_time(self) -> bool:
+        """Once woken: did every job finish within the timeout?  (The join
+        makes the drain thread's write visible.)"""
+        self._thread.join()
+        return self._finished
+
+
 def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -> None:
     """Serve until SIGINT or SIGTERM, then stop taking jobs and drain the
     accepted ones, at most ``drain_timeout`` seconds; a second signal ends
@@ -291,23 +316,18 @@ def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -
         log.info("signal %s received: draining %d job(s), at most %g s",
                  signal.Signals(signum).name, jobs.num_jobs(), drain_timeout)
         jobs.shutdown()
-        drained: List[bool] = []   # list.append is atomic
-        drainer = threading.Thread(
-            target=lambda: (drained.append(jobs.drain(drain_timeout)), signals.wake()),
-            name="lestats-drain", daemon=True)
-        drainer.start()
-        while not drained:
-            signum = signals.wait()
-            if signum != DRAINED:
-                log.warning("second signal %s: stopping now; %d unfinished job(s) stay in"
-                            " the journal", signal.Signals(signum).name, jobs.num_jobs())
-                break
-        else:
-            if not drained[0]:
+        drain = Drain(jobs, drain_timeout, signals.wake)
+        signum = signals.wait()
+        if signum == DRAINED:
+            if not drain.finished_in_time():
                 log.warning("drain timeout after %g s: %d unfinished job(s) stay in the"
                             " journal and run at the next start", drain_timeout,
                             jobs.num_jobs())
-        service.stop(wait_for_requests=bool(drained))
+        else:
+            log.warning("second signal %s: stopping now; %d unfinished job(s) stay in"
+                        " the journal", signal.Signals(signum).name, jobs.num_jobs())
+        # After a second signal, stop at once; else answer the requests in flight.
+        service.stop(wait_for_requests=signum == DRAINED)
     log.info("stopped")
 
 
