@@ -22,7 +22,7 @@ from lestats.cli import StartError, main, parse_args, worker_count
 from lestats.tools.soak import ServerProcess, call
 
 from conftest import OBESITY, REPO, TINY_ROWS, write_csv
-from interleave import TIMEOUT
+from lestats.lab.forcing import TIMEOUT
 
 
 def test_workers_come_from_the_option_then_the_environment_then_the_cpus():

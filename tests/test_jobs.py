@@ -17,8 +17,8 @@ from lestats.statistics import QueryError
 from lestats.storage import EXPIRED_MARK, JobStore
 
 from conftest import MUSCLE, OBESITY
-from interleave import (TIMEOUT, CountingCondition, SpuriousCondition, WatchedLock, in_thread,
-                        in_threads, pause_after_read)
+from lestats.lab.forcing import (TIMEOUT, CountingCondition, SpuriousCondition, WatchedLock,
+                                 in_thread, in_threads, pause_after_read)
 
 ASK = {"question": OBESITY}
 

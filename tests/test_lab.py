@@ -17,7 +17,7 @@ from lestats.lab.broken import pools
 from lestats.tools.soak import ServerProcess, call
 
 from conftest import OBESITY, REPO, TINY_ROWS, write_csv
-from interleave import TIMEOUT
+from lestats.lab.forcing import TIMEOUT
 
 
 def run(name):

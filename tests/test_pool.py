@@ -1,6 +1,6 @@
 """The thread pool: each invariant of its docstring, each promise of its
 methods, and the interleavings that would break them, forced with Events,
-Barriers and switch points (see interleave.py), never hoped for."""
+Barriers and switch points (see lestats/lab/forcing.py), never hoped for."""
 
 import logging
 import threading
@@ -10,13 +10,13 @@ import pytest
 
 from lestats.pool import PoolClosed, PoolFull, ThreadPool
 
-from interleave import (TIMEOUT, IdleWatch, SwitchingCondition, WatchedLock, in_thread,
-                        in_threads, pause_after_read, voluntary_switches)
+from lestats.lab.forcing import (TIMEOUT, PausingCondition, Watch, WatchedLock, in_thread,
+                                 in_threads, pause_after_read, voluntary_switches)
 
 
 def watched_pool(size, name, pool_class=ThreadPool, **options):
-    """A pool with an IdleWatch as its events sink."""
-    return pool_class(size, name=name, events=IdleWatch(), **options)
+    """A pool with a Watch as its events sink."""
+    return pool_class(size, name=name, events=Watch(), **options)
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def threads_named(prefix):
 
 
 def wait_until_idle(pool, count):
-    """Wait until ``count`` workers wait for a task (no polling: see IdleWatch)."""
-    pool._events.wait_idle(pool, count)   # pylint: disable=protected-access
+    """Wait until ``count`` workers wait for a task (no polling: see Watch)."""
+    assert pool._events.idle(pool, count), f"not {count} workers idle"   # pylint: disable=protected-access
 
 
 def assert_runs_a_task(pool):
@@ -303,7 +303,7 @@ def test_a_wake_up_that_finds_the_queue_empty_waits_again():
     again: the `while` loop doing its job (with an `if` it would run on, or
     leave the pool a worker short)."""
     pool = watched_pool(2, "empty-wake", HeldPool)
-    ready = pool._task_ready = SwitchingCondition(pool._mutex)   # pylint: disable=protected-access
+    ready = pool._task_ready = PausingCondition(pool._mutex)   # pylint: disable=protected-access
     pool.go.set()
     wait_until_idle(pool, 2)
     first_gate, first_running, ran = threading.Event(), threading.Event(), []
@@ -332,11 +332,11 @@ def test_a_wake_up_that_finds_the_queue_empty_waits_again():
         assert pool.join(timeout=TIMEOUT)
 
 
-class SpuriousFor(SwitchingCondition):
+class SpuriousFor(PausingCondition):
     """A Condition on which the first wait of the thread called ``name`` ends
     when ``spurious`` is set, with no notify (as POSIX allows); that thread
     is not among the Condition's waiters meanwhile, so a notify wakes
-    another.  Other waits are SwitchingCondition's."""
+    another.  Other waits are PausingCondition's."""
 
     def __init__(self, lock, name):
         super().__init__(lock)
@@ -376,7 +376,7 @@ def test_a_spurious_wake_up_while_a_notify_is_on_its_way_keeps_the_counts_true()
     try:
         assert pool.join(timeout=TIMEOUT)     # ... and runs the task
         ready.pause.release.set()             # worker 1 re-checks: nothing to do
-        pool._events.wait_events(pool, 1, "worker_wake", worker="spurious-1")   # pylint: disable=protected-access
+        assert pool._events.seen(pool, 1, "worker_wake", worker="spurious-1")   # pylint: disable=protected-access
         wait_until_idle(pool, 2)
         assert ran == ["spurious-2"]
         with pool._mutex:   # pylint: disable=protected-access
@@ -533,7 +533,7 @@ def test_events_tell_each_wait_notify_and_wake_in_order():
 
 
 def test_nobody_listening_means_nothing_is_published():
-    recorder = IdleWatch(listening=False)
+    recorder = Watch(listening=False)
     pool = ThreadPool(2, name="silent", events=recorder)
     for _ in range(20):
         pool.submit(lambda: None)

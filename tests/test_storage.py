@@ -17,7 +17,7 @@ from lestats import journal as journal_module, storage
 from lestats.journal import AcceptedJob, JournalError, parse_journal_line
 from lestats.storage import LOCK_NAME, DirectoryInUse, DiskFull, JobStore, StoreError
 
-from interleave import TIMEOUT, CountingCondition
+from lestats.lab.forcing import TIMEOUT, CountingCondition
 
 
 def job(number, question="q"):

@@ -14,7 +14,7 @@ from lestats.watch.events import EventBus, SseStream, TooManyStreams
 from lestats.watch.trace import TraceWriter
 
 from conftest import OBESITY
-from interleave import TIMEOUT
+from lestats.lab.forcing import TIMEOUT
 
 
 def test_a_subscriber_gets_every_event_in_order_and_listening_follows_it():
