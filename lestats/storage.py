@@ -238,7 +238,8 @@ class JobStore:
         return os.path.join(self.directory, f"job_id_{number}.json")
 
     def write_result(self, number: int, answer: bytes, digest: Optional[str] = None) -> None:
-        """Store ``answer`` (JSON text) as job ``number``'s result, atomically.
+        """Store ``answer`` (JSON text) as job ``number``'s result: a reader
+        finds no file or the whole file.
 
         With ``digest`` (a name that stands for this answer's content and no
         other: the job layer gives one per question per run), the result is a

@@ -147,7 +147,7 @@ def _drain_side(pool_class: type) -> Side:
     gate, ran = threading.Event(), []
     pool.submit(lambda: gate.wait(TIMEOUT))
     for number in range(QUEUED_AT_SHUTDOWN):
-        pool.submit(lambda number=number: ran.append(number))   # list.append is atomic
+        pool.submit(lambda number=number: ran.append(number))   # read after the joins below
     pool.shutdown()
     gate.set()
     for thread in _threads(pool):   # both variants' workers leave
@@ -494,7 +494,7 @@ LABS: Tuple[Lab, ...] = (
         "Writing the result straight to job_id_N.json (52 of 53): a reader that"
         " opens it during the write (get_results, or the next start after a crash)"
         " gets half a file.  Write a temporary file, then rename it into place:"
-        " rename is atomic, so the name holds nothing or everything.",
+        " rename replaces the name in one step, so it holds nothing or everything.",
         "what a reader sees mid-write",
         files.write_result_in_place, JobStore.write_result,
         "os.replace(temp", run_write_in_place),

@@ -140,17 +140,22 @@ def serve_lestats_timed(argv: List[str], timings: str) -> int:
     # pylint: disable=import-outside-toplevel
     from .. import cli
     finished: Dict[int, float] = {}
+    finished_mutex = threading.Lock()   # the workers write finished; the main thread reads it
     write_result = JobStore.write_result
 
     def timed(store: JobStore, number: int, *answer: Any) -> None:
         write_result(store, number, *answer)
-        finished[number] = time.monotonic()   # dict assignment is atomic
+        moment = time.monotonic()
+        with finished_mutex:
+            finished[number] = moment
 
     JobStore.write_result = timed
     try:
         return cli.main(argv)
     finally:
-        Path(timings).write_text(json.dumps(finished), encoding="utf-8")
+        with finished_mutex:
+            text = json.dumps(finished)
+        Path(timings).write_text(text, encoding="utf-8")
 
 
 class Child:

@@ -168,7 +168,10 @@ class Soak:  # pylint: disable=too-many-instance-attributes
         self.seed = seed
         self.stop = threading.Event()
         self.server: Optional[ServerProcess] = None
-        self.received: List[Tuple[str, str, Dict[str, str]]] = []   # list.append is atomic
+        # Guards received, wiped_before, errors and the peaks: the client
+        # threads, the monitor and the main thread all add to them.
+        self.mutex = threading.Lock()
+        self.received: List[Tuple[str, str, Dict[str, str]]] = []
         self.wiped_before = 0      # how many received ids came before the last wipe
         self.errors: Counter = Counter()
         self.peak_threads = 0
@@ -182,8 +185,14 @@ class Soak:  # pylint: disable=too-many-instance-attributes
     def note_peaks(self) -> None:
         """Fold the current server's thread count and peak RSS into the report."""
         status = self.server.status() if self.server else {}
-        self.peak_threads = max(self.peak_threads, status.get("Threads", 0))
-        self.peak_rss_kib = max(self.peak_rss_kib, status.get("VmHWM", 0))
+        with self.mutex:
+            self.peak_threads = max(self.peak_threads, status.get("Threads", 0))
+            self.peak_rss_kib = max(self.peak_rss_kib, status.get("VmHWM", 0))
+
+    def count(self, kind: str) -> None:
+        """One more answer or error of ``kind``."""
+        with self.mutex:
+            self.errors[kind] += 1
 
     def client(self, number: int) -> None:
         """Send mixed traffic until told to stop."""
@@ -196,17 +205,18 @@ class Soak:  # pylint: disable=too-many-instance-attributes
                     name, body = random_request(self.index, rng)
                     status, answer = call(server.port, "POST", f"/api/{name}", body)
                     if status == 200:
-                        self.received.append((answer["job_id"], name, body))
+                        with self.mutex:
+                            self.received.append((answer["job_id"], name, body))
                     else:
-                        self.errors[f"valid POST answered {status}"] += 1
+                        self.count(f"valid POST answered {status}")
                 elif kind < 0.85:
                     status, _ = call(server.port, "POST", "/api/state_mean",
                                      {"question": rng.choice(["nope", 7, None])})
-                    self.errors[f"invalid POST answered {status}"] += 1
+                    self.count(f"invalid POST answered {status}")
                 else:
                     self.hostile(server.port, rng.choice(HOSTILE))
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                self.errors[f"client saw {type(exc).__name__}"] += 1
+                self.count(f"client saw {type(exc).__name__}")
                 self.stop.wait(0.05)   # the server is being restarted: back off
 
     def hostile(self, port: int, raw: bytes) -> None:
@@ -215,7 +225,7 @@ class Soak:  # pylint: disable=too-many-instance-attributes
             sock.sendall(raw)
             reply = sock.recv(100)
         status = reply.split(b" ", 2)[1].decode() if reply.startswith(b"HTTP/") else "none"
-        self.errors[f"hostile request answered {status}"] += 1
+        self.count(f"hostile request answered {status}")
 
     def monitor(self) -> None:
         """Sample the server's threads and RSS ten times a second."""
@@ -240,7 +250,8 @@ class Soak:  # pylint: disable=too-many-instance-attributes
 
     def wipe_and_kill(self) -> None:
         """``rm -rf results/*`` under load, then a kill right after."""
-        self.wiped_before = len(self.received)
+        with self.mutex:
+            self.wiped_before = len(self.received)
         for path in self.results.glob("[!.]*"):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
