@@ -119,8 +119,7 @@ class ThreadPool:
     ``events`` (optional) is told what happens: an object with a
     ``listening`` flag and ``publish(kind, fields)``, which is called with
     the mutex held and must not block (see ``lestats.watch.events``).  While
-    nobody listens, the pool only asks the flag (the bus answers it under its
-    own mutex: lock order, this pool's mutex, then the bus's).
+    nobody listens, the pool only asks the flag.
     """
 
     def __init__(self, size: int, name: str = "lestats-worker",
