@@ -532,12 +532,13 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
 
     def _start_note(self, recovered: Recovered) -> Optional[str]:
         """One line when the results directory holds jobs from another data file."""
-        jobs = len(self._table)
+        with self._mutex:
+            jobs, next_number = len(self._table), self._next
         earlier = recovered.earlier_data
         if not jobs or not earlier or earlier == self._index.source:
             return None
         return (f"{self._store.directory} holds {jobs} jobs from {earlier};"
-                f" numbering continues at {self._next}")
+                f" numbering continues at {next_number}")
 
     def _watched(self) -> bool:
         """Is anyone listening to the events?  Checked before an event is

@@ -206,8 +206,7 @@ class JobStore:
     def close(self) -> None:
         """Finish the journal's writes, close it and give up the directory."""
         if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+            self._journal.close()   # kept: later appends are refused, not crashed
         if self._owner is not None:
             self._owner.release()
 

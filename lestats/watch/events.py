@@ -24,6 +24,7 @@ MAX_STREAMS = 32     # event streams open at once; more are refused
 KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
 GATHER = 0.05        # seconds a stream gathers events before sending them together
 BATCH = 200          # events that end the gathering early
+DROPPED = "dropped"  # the kind of a dropped subscriber's last event
 
 
 class Event:   # pylint: disable=too-few-public-methods
@@ -187,7 +188,7 @@ class Subscription:
     def drop(self, seq: int, moment: float) -> None:
         """This subscriber fell behind: its last event says so."""
         self.dropped = True
-        self._buffer.append(Event(seq, "dropped", {
+        self._buffer.append(Event(seq, DROPPED, {
             "reason": f"fell more than {self._limit} events behind", "t": moment}))
         self.end()
 
@@ -213,6 +214,11 @@ class Subscription:
             events = list(self._buffer)
             self._buffer.clear()
             return events
+
+    def lost_count(self) -> int:
+        """How many events a lossy subscriber has missed."""
+        with self._ready:
+            return self.lost
 
     def close(self) -> None:
         """Stop receiving events."""
@@ -266,7 +272,7 @@ class SseStream:
                     yield b": keep-alive\n\n"
                     continue
                 yield bus.sse_text(events)
-                if subscription.dropped:
+                if events[-1].kind == DROPPED:   # the last event of a dropped subscriber
                     log.warning("an event stream fell behind and was dropped")
                     return
         finally:

@@ -58,8 +58,9 @@ class TraceWriter:
                 for event in events:
                     if not stopped:
                         stopped = not self._record(event)
-            if self._subscription.lost:
-                self._instant(None, f"{self._subscription.lost} events lost: the trace fell"
+            lost = self._subscription.lost_count()
+            if lost:
+                self._instant(None, f"{lost} events lost: the trace fell"
                                     " behind", 0.0)
             self._out.write("\n]\n")
         except OSError as exc:
