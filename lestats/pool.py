@@ -30,6 +30,9 @@ RUNNING = "running"
 EXITED = "exited"
 
 QUEUE_SHOWN = 100   # how many queued labels a snapshot lists
+# The methods a subclass may override (the bug lab's broken pools each
+# override one): see the class docstring.
+EXTENSION_POINTS = ("submit", "join", "_work", "_next_task", "_wait_for_task")
 
 
 class PoolClosed(RuntimeError):
@@ -105,8 +108,9 @@ class ThreadPool:
     there is none.
 
     Extension points: the bug lab (``lestats.lab.broken.pools``) builds
-    each deliberately broken pool by overriding exactly one of ``submit``,
-    ``join``, ``_work``, ``_next_task`` or ``_wait_for_task``, and calls the
+    each deliberately broken pool by overriding exactly one of
+    ``EXTENSION_POINTS`` (``submit``, ``join``, ``_work``, ``_next_task``,
+    ``_wait_for_task``), and calls the
     small helpers they use (``_take``, ``_exit``, ``_task_done``,
     ``_going_to_wait``, ``_back_from_wait``, ``_set_state``, ``_notify``,
     ``_publish``, ``_join_threads``).  The lab also forces interleavings on ``_mutex``,
