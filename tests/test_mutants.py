@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+if sys.version_info < (3, 9):   # the tool reads the positions of keyword arguments
+    pytest.skip("the mutation tool needs Python 3.9 or later", allow_module_level=True)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # pylint: disable=wrong-import-position

@@ -5,12 +5,15 @@ directory); a mutant is written into the copy, its tests run, and the file
 is put back.  The real tree is never touched.
 
 A mutant runs the tests that execute its lines (see ``coverage_map``) that
-passed on the unmutated copy in the baseline run, fastest first, with
-``-x``, in a process group of its own that is killed whole when it takes
-longer than ``factor`` times the baseline time of those tests plus
-``margin`` seconds (HUNG).  A test that fails is run again, alone, on the
-same mutant: a kill counts only if it fails again (else FLAKY-KILL, which
-counts as a survivor).
+passed on the unmutated copy in the baseline run (those of the module's own
+test file first, then the others; each group fastest first), with ``-x``, in
+a process group of its own that is killed whole when it takes longer than
+``factor`` times the baseline time of those tests plus ``margin`` seconds.
+Each test also has pytest-timeout's limit of five times the slowest one's
+baseline time (10 s at least), so that a mutant that makes one test hang is
+known in seconds, not minutes.  Either limit makes the mutant HUNG (killed).
+A test that fails is run again, alone, on the same mutant: a kill counts only
+if it fails again (else FLAKY-KILL, which counts as a survivor).
 """
 
 import os
