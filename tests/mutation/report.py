@@ -21,7 +21,7 @@ def line(outcome: Outcome) -> str:
         what = (f"{outcome.test} over the per-test timeout" if outcome.test
                 else f"over its limit of {outcome.limit:.0f} s")
     elif outcome.status == FLAKY:
-        what = (f"{outcome.test} failed once, passed alone on the mutant | {mutant.code}")
+        what = f"{outcome.note}; no other test failed | {mutant.code}"
     elif outcome.status == SURVIVED:
         what = f"{outcome.tests} tests passed in {outcome.seconds:.1f} s | {mutant.code}"
     elif outcome.status == EQUIVALENT:

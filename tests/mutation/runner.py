@@ -13,7 +13,8 @@ Each test also has pytest-timeout's limit of five times the slowest one's
 baseline time (10 s at least), so that a mutant that makes one test hang is
 known in seconds, not minutes.  Either limit makes the mutant HUNG (killed).
 A test that fails is run again, alone, on the same mutant: a kill counts only
-if it fails again (else FLAKY-KILL, which counts as a survivor).
+if it fails again.  If it passes, it failed by chance and the tests after it
+go on; a mutant whose only failures were such is FLAKY-KILL (a survivor).
 """
 
 import os
@@ -39,6 +40,7 @@ _SUMMARY = "short test summary info"
 _TIMED_OUT = re.compile(r"^(?:FAILED|ERROR) \S.* - Failed: Timeout", re.MULTILINE)
 TEST_TIMEOUT_FLOOR = 10.0       # seconds a single test may take under a mutant, at least
 TEST_TIMEOUT_FACTOR = 5.0       # ... or this times the slowest selected test's baseline
+MAX_CHANCE_FAILURES = 3         # tests that failed once but not again, before giving up
 _DURATION = re.compile(r"^\s*([0-9.]+)s (?:setup|call|teardown)\s+(.+?)\s*$", re.MULTILINE)
 PYTEST = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov", "-rfE")
 
@@ -181,26 +183,40 @@ class Worker:
             target.write_text(original, encoding="utf-8")
 
     def _judge(self, mutant: Mutant, tests: List[str], baseline: Baseline) -> Outcome:
-        limit = self.limit(baseline, tests)
+        """Run ``tests`` with ``-x``; a test that fails is run again alone.
+        One that then passes failed by chance: the tests after it go on
+        (at most MAX_CHANCE_FAILURES times), so that a later test can still
+        kill the mutant for a reason the mutant causes."""
         slowest = max(baseline.durations[test] for test in tests)
         per_test = f"--timeout={max(TEST_TIMEOUT_FLOOR, TEST_TIMEOUT_FACTOR * slowest):.0f}"
-        first = run_pytest(self.copy, self.env, ["-x", per_test, *tests], limit)
-        outcome = Outcome(mutant, SURVIVED, seconds=first.seconds, tests=len(tests),
-                          limit=limit)
-        if first.status is None or first.timed_out():
-            outcome.status = HUNG
-            outcome.test = (first.failed() or [None])[0]
-        elif first.status in (1, 2) or first.status < 0:
-            failed = first.failed()
-            outcome.test = failed[0] if failed else f"exit status {first.status}"
-            again = failed[:1] or tests
+        outcome = Outcome(mutant, SURVIVED, tests=len(tests), limit=self.limit(baseline, tests))
+        remaining = tests
+        chance: List[str] = []
+        while remaining and len(chance) < MAX_CHANCE_FAILURES:
+            run = run_pytest(self.copy, self.env, ["-x", per_test, *remaining],
+                             self.limit(baseline, remaining))
+            outcome.seconds += run.seconds
+            if run.status is None or run.timed_out():
+                outcome.status, outcome.test = HUNG, (run.failed() or [None])[0]
+                return outcome
+            if run.status == 0:
+                break
+            if run.status not in (1, 2) and run.status > 0:
+                outcome.status = ERROR
+                outcome.note = f"pytest exit status {run.status}: {run.output[-300:]!r}"
+                return outcome
+            failed = (run.failed() or [None])[0]
+            again = [failed] if failed else remaining
             second = run_pytest(self.copy, self.env, ["-x", per_test, *again],
-                                self.limit(baseline, [t for t in again if t in tests]) if
-                                failed else limit)
-            outcome.status = FLAKY if second.status == 0 else KILLED
-        elif first.status != 0:
-            outcome.status = ERROR
-            outcome.note = f"pytest exit status {first.status}: {first.output[-300:]!r}"
+                                self.limit(baseline, [t for t in again if t in tests]))
+            if second.status != 0:
+                outcome.status, outcome.test = KILLED, failed or f"exit status {run.status}"
+                return outcome
+            chance.append(failed or "?")
+            remaining = remaining[remaining.index(failed) + 1:] if failed in remaining else []
+        if chance:
+            outcome.status, outcome.test = FLAKY, chance[0]
+            outcome.note = f"failed once each, then passed alone: {', '.join(chance)}"
         return outcome
 
 
