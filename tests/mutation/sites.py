@@ -496,8 +496,11 @@ def op_move_after(mod: Module, node: ast.AST) -> Iterator[Change]:
         moved = dedented(src, region, by)
         edits = ((region[0], region[1], moved),) if region[1] == end else (
             (region[0], region[1], b""), (end, end, moved))
+        after = "moved after the with block"
+        if region[1] != end and isinstance(node.body[-1], (ast.Return, ast.Raise)):
+            after += ", behind its return: never run"
         yield Change(edits, (node.lineno, *range(stmt.lineno, stmt.end_lineno + 1)),
-                     one_line(src.segment(stmt)), "moved after the with block")
+                     one_line(src.segment(stmt)), after)
 
 
 def op_move_before(mod: Module, node: ast.AST) -> Iterator[Change]:
