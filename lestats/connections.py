@@ -185,12 +185,16 @@ class ConnectionTable:
         once nobody else is shutting it down.  True if the accept loop was
         paused for want of descriptors: the caller wakes it."""
         with self.mutex:
-            row = self._open.pop(sock, None) or self._evicted.pop(sock, None)
+            row = self._open.get(sock) or self._evicted.get(sock)
             if row is None:
                 return False
-            self._waiting.pop(sock, None)
-            while row.shutting:
+            while row.shutting:   # only an evicted row is shut down by someone else
                 self.unshut.wait()
+            # Only now does the connection leave: until its socket is released,
+            # wait_empty must still count it in.
+            self._open.pop(sock, None)
+            self._evicted.pop(sock, None)
+            self._waiting.pop(sock, None)
             self.gone.notify_all()
             was_paused, self._paused = self._paused, False
             return was_paused

@@ -17,6 +17,34 @@ class Sock:   # pylint: disable=too-few-public-methods
     """Stands for a socket: the table only keys its rows by it."""
 
 
+class EnteringCondition(CountingCondition):
+    """A CountingCondition that also counts every call of ``wait``, so a
+    test can see a waiter wake and wait again (``wait_for_entries``), or
+    learn that it returned instead (``returned``)."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self.entries = 0          # guarded by self._counted
+        self.returned = False     # likewise
+
+    def wait(self, timeout=None):
+        with self._counted:
+            self.entries += 1
+        return super().wait(timeout)
+
+    def note_return(self):
+        """Called by the thread whose wait this is, when its call returns."""
+        with self._counted:
+            self.returned = True
+            self._counted.notify_all()
+
+    def wait_for_entries(self, count):
+        """False if the waiter returned before its ``count``-th wait."""
+        with self._counted:
+            self._counted.wait_for(lambda: self.entries >= count or self.returned, TIMEOUT)
+            return self.entries >= count and not self.returned
+
+
 def table_with(capacity, unshut=CountingCondition, gone=CountingCondition):
     """A table whose Conditions can be watched (or made to wake spuriously)."""
     table = ConnectionTable(capacity)
@@ -177,6 +205,33 @@ def test_wait_empty_waits_for_an_evicted_connection_whose_thread_is_still_inside
     assert table.gone.second_wait.wait(TIMEOUT), "wait_empty did not wait for the evicted row"
     table.leave(old)
     assert joined(waiter) and result == [[]]
+
+
+def test_wait_empty_waits_while_an_evicted_owner_is_still_inside_leave():
+    """The owner of an evicted connection is in leave(), waiting for the
+    shutdown to be released, when another connection leaves and wakes
+    wait_empty: the table is not empty yet, since that owner is still inside."""
+    table = table_with(2, gone=EnteringCondition)
+    old, other = admitted(table, 2)
+    new = Sock()
+    _, victim = table.admit(new, ADDRESS)          # evicts old
+    owner, _ = in_thread(lambda: table.leave(old))
+    assert table.unshut.wait_for_waiters(1)        # the owner waits for the release
+    table.leave(new)
+    result = []
+
+    def wait_empty():
+        result.append(table.wait_empty(60))
+        table.gone.note_return()
+
+    waiter = threading.Thread(target=wait_empty, daemon=True)
+    waiter.start()
+    assert table.gone.wait_for_entries(1)
+    table.leave(other)                             # wakes wait_empty: old is still inside
+    assert table.gone.wait_for_entries(2), \
+        "wait_empty returned while an evicted owner was still inside leave()"
+    table.released([victim])
+    assert joined(owner) and joined(waiter) and result == [[]]
 
 
 def test_wait_empty_gives_up_at_its_timeout_and_hands_back_the_rows_still_open():
