@@ -17,8 +17,10 @@ from lestats.statistics import QueryError
 from lestats.storage import EXPIRED_MARK, JobStore
 
 from conftest import MUSCLE, OBESITY
-from lestats.lab.forcing import (TIMEOUT, CountingCondition, SpuriousCondition, WatchedLock,
-                                 in_thread, in_threads, pause_after_read)
+from lestats.lab.forcing import (TIMEOUT, CountingCondition, Pause, PausingLock,
+                                 SpuriousCondition, WatchedLock, in_function, in_thread,
+                                 in_threads, pause_after_read)
+from lestats.watch.events import EventBus
 
 ASK = {"question": OBESITY}
 
@@ -543,6 +545,48 @@ def test_a_finishing_job_wakes_only_its_own_waiters(managers, waiters_made):
         second_gate.set()
     poller.join(timeout=TIMEOUT)
     assert not poller.is_alive() and notified == [1]
+
+
+def watched_manager(managers, pause, where):
+    """A one-worker manager on an event bus, whose worker stops right after
+    letting go of the job mutex in the method called ``where``; and a
+    subscription to the bus."""
+    bus = EventBus()
+    manager = managers(pool=ThreadPool(1, events=bus), events=bus)
+    manager._mutex = PausingLock(pause, in_function(where))   # pylint: disable=protected-access
+    return manager, bus.subscribe()
+
+
+def kinds_of(subscription):
+    return [(kind, fields.get("job_id")) for batch in [subscription.get(0)] for _, kind, fields
+            in batch or []]
+
+
+def test_a_job_is_told_finished_before_anyone_can_see_it_done(managers):
+    """Once a job reads done, its job_finished event is already out (it is
+    published inside the same critical section), so a page never shows a
+    result before the event that explains it."""
+    pause = Pause()
+    manager, subscription = watched_manager(managers, pause, "_finish")
+    job_id = manager.submit("global_mean", ASK)
+    try:
+        assert pause.reached.wait(TIMEOUT)   # the worker has just let go of the mutex
+        assert manager.result(job_id).status == "done"
+        assert ("job_finished", job_id) in kinds_of(subscription)
+    finally:
+        pause.release.set()
+
+
+def test_a_job_is_told_started_before_anyone_can_see_it_running(managers):
+    pause = Pause()
+    manager, subscription = watched_manager(managers, pause, "_mark_started")
+    job_id = manager.submit("global_mean", ASK)
+    try:
+        assert pause.reached.wait(TIMEOUT)
+        assert manager.record(job_id)["status"] == "running"
+        assert ("job_started", job_id) in kinds_of(subscription)
+    finally:
+        pause.release.set()
 
 
 # -- the rest -------------------------------------------------------------------------

@@ -9,6 +9,8 @@ put a stop exactly where the race bites and let the other thread through:
 * ``pause_after_read``: a chosen thread reads an attribute, then stops.
 * ``WatchedLock``: a lock that says when a thread has to wait for it, so a
   caller can tell "the code holds the lock here" from "it does not".
+* ``PausingLock``: a lock whose chosen thread stops right after letting go
+  of it, so a caller can check what was done inside the critical section.
 * ``race``: two calls, the first stopped right after a read, the second
   run meanwhile; the first goes on once the second has returned, or is
   shown to be held up by the lock the first one holds.
@@ -28,6 +30,7 @@ instead of hanging.
 
 import contextlib
 import os
+import sys
 import threading
 from types import ModuleType
 from typing import Any, Callable, Iterator, List, Optional, Set, Tuple
@@ -132,6 +135,50 @@ class WatchedLock:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.release()
+
+
+class PausingLock:
+    """A Lock whose chosen thread stops right after it lets go of the lock
+    (when ``chosen()`` is true then): the moment at which anything the code
+    does after its critical section has not happened yet, while everything
+    done inside it is visible.  A test checks there that what must be done
+    inside (an event told, a state set) already is."""
+
+    def __init__(self, pause: Pause, chosen: Callable[[], bool]):
+        self._lock = threading.Lock()
+        self._pause = pause
+        self._chosen = chosen
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Lock.acquire."""
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        """Lock.release, then the stop."""
+        self._lock.release()
+        if self._chosen():
+            self._pause.stop_here()
+
+    def locked(self) -> bool:
+        """Lock.locked."""
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+def in_function(name: str) -> Callable[[], bool]:
+    """A ``chosen`` test: a function called ``name`` is on the current stack."""
+    def chosen() -> bool:
+        frame: Any = sys._getframe(1)   # pylint: disable=protected-access
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+        return False
+    return chosen
 
 
 def in_thread(name_prefix: str) -> Callable[[], bool]:
