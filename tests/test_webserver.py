@@ -5,6 +5,7 @@ targets, query strings, 100-continue, slow readers, the connection table
 import errno
 import json
 import logging
+import os
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -13,6 +14,7 @@ import pytest
 
 from lestats import connections, webserver
 from lestats.http11 import MAX_BODY, ApiError, Reply
+from lestats.lab.forcing import TIMEOUT
 from lestats.routes import Route
 
 from conftest import connect, connection_thread, non_reading_client, recv_all, recv_until
@@ -436,21 +438,31 @@ def test_the_connection_cap_fits_the_open_file_limit(monkeypatch, soft, hard, se
 
 
 class FlakyListener:
-    """The listening socket, with accept() failing EMFILE ``failures`` times."""
+    """The listening socket, with accept() failing EMFILE ``failures`` times;
+    ``wait_calls(n)`` waits until accept() was called n times."""
 
     def __init__(self, sock, failures):
         self.sock = sock
         self.failures = failures
         self.calls = 0
+        self.changed = threading.Condition()   # guards calls and failures
 
     error = OSError(errno.EMFILE, "Too many open files")
 
     def accept(self):
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
+        with self.changed:
+            self.calls += 1
+            self.changed.notify_all()
+            fail = self.failures > 0
+            if fail:
+                self.failures -= 1
+        if fail:
             raise self.error
         return self.sock.accept()
+
+    def wait_calls(self, count):
+        with self.changed:
+            return self.changed.wait_for(lambda: self.calls >= count, TIMEOUT)
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
@@ -466,6 +478,7 @@ def test_out_of_descriptors_a_client_is_answered_503_with_the_spare_one(live):
 def test_out_of_descriptors_the_accept_loop_waits_for_a_connection_to_close(
         serve, tiny_index):
     live = serve(tiny_index, client_timeout=10)
+    live.server.out_of_files_retry = 600   # only a connection that closes may resume it
     other = connect(live)
     other.sendall(b"GET /api/num_jobs HTTP/1.1\r\n\r\n")
     assert recv_until(other, b"}").startswith(b"HTTP/1.1 200")
@@ -473,15 +486,14 @@ def test_out_of_descriptors_the_accept_loop_waits_for_a_connection_to_close(
     answers = []
     client = threading.Thread(target=lambda: answers.append(live.call("GET", "/api/num_jobs")))
     client.start()
-    deadline = time.monotonic() + 5
-    while listener.calls < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)   # the client's connection reaches the accept loop
+    assert listener.wait_calls(2)   # the client's connection reached the accept loop
     time.sleep(0.3)        # a window in which a spinning loop would call accept() thousands of times
-    assert listener.calls == 2   # one accept, one retry with the spare descriptor
-    listener.failures = 0
-    other.close()                # a descriptor is freed: accepting resumes
-    client.join(timeout=10)
-    assert answers and answers[0][0] == 200
+    with listener.changed:
+        assert listener.calls == 2   # one accept, one retry with the spare descriptor
+        listener.failures = 0
+    other.close()                # a descriptor is freed: accepting resumes at once
+    client.join(timeout=TIMEOUT)
+    assert answers and answers[0][0] == 200, "the paused loop was not woken when a connection left"
 
 
 def test_out_of_memory_with_no_connection_to_close_accepting_resumes_after_a_while(live):
@@ -494,6 +506,50 @@ def test_out_of_memory_with_no_connection_to_close_accepting_resumes_after_a_whi
     began = time.monotonic()
     assert live.call("GET", "/api/num_jobs")[0] == 200
     assert listener.calls == 3 and time.monotonic() - began < 5
+
+
+def test_shutdown_of_a_server_that_never_served_returns(tiny_server):
+    server = webserver.StatsServer(("127.0.0.1", 0), tiny_server.jobs)
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(TIMEOUT)
+    server.server_close()
+    assert not stopper.is_alive()
+
+
+class NoDeadlineEvent(threading.Event):
+    """An Event whose wait with a deadline is noted (and returns at once)."""
+
+    timed = False
+
+    def wait(self, timeout=None):
+        if timeout is not None:
+            NoDeadlineEvent.timed = True
+            return self.is_set()
+        return super().wait()
+
+
+def test_shutdown_returns_only_once_the_accept_loop_has_stopped(live, monkeypatch):
+    stopped = NoDeadlineEvent()
+    live.server._stopped = stopped   # pylint: disable=protected-access
+    monkeypatch.setattr(NoDeadlineEvent, "timed", False)
+    live.server.shutdown()
+    assert not NoDeadlineEvent.timed and stopped.is_set()
+    live.thread.join(TIMEOUT)
+    assert not live.thread.is_alive()
+
+
+@pytest.mark.parametrize("failure", [OSError(98, "Address already in use"), KeyboardInterrupt()])
+def test_a_server_that_cannot_start_leaves_no_descriptor_open(tiny_server, monkeypatch,
+                                                              failure):
+    def refuse(_server):
+        raise failure
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(webserver.StatsServer, "server_bind", refuse)
+    with pytest.raises(type(failure)):
+        webserver.StatsServer(("127.0.0.1", 0), tiny_server.jobs)
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_a_spare_descriptor_given_up_is_taken_back(live, monkeypatch):
