@@ -14,7 +14,7 @@ from lestats.watch.events import EventBus, SseStream, TooManyStreams
 from lestats.watch.trace import TraceWriter
 
 from conftest import OBESITY
-from lestats.lab.forcing import TIMEOUT
+from lestats.lab.forcing import TIMEOUT, CountingCondition, SpuriousCondition
 
 
 def test_a_subscriber_gets_every_event_in_order_and_listening_follows_it():
@@ -71,6 +71,55 @@ def test_closing_the_bus_ends_every_stream():
     reader.join(TIMEOUT)
     assert got == [None]
     assert bus.subscribe().get(0) is None   # too late: closed at once
+
+
+def test_a_reader_gathers_a_batch_before_it_returns():
+    """After the first event, get(gather=...) waits for a batch (here 2,
+    the buffer's limit) instead of returning one event at a time."""
+    bus = EventBus()
+    subscription = bus.subscribe(limit=2)
+    subscription._ready = CountingCondition(bus._mutex)   # pylint: disable=protected-access
+    bus.publish("first", {"t": 1.0})
+    got = []
+    reader = threading.Thread(target=lambda: got.append(subscription.get(TIMEOUT, gather=60)))
+    reader.start()
+    assert subscription._ready.wait_for_waiters(1)   # pylint: disable=protected-access
+    bus.publish("second", {"t": 2.0})
+    reader.join(TIMEOUT)
+    assert not reader.is_alive(), "the batch was full but the reader was not woken"
+    assert [kind for _, kind, _ in got[0]] == ["first", "second"]
+
+
+def test_a_spurious_wake_up_while_gathering_gathers_on():
+    bus = EventBus()
+    subscription = bus.subscribe(limit=2)
+    subscription._ready = SpuriousCondition(bus._mutex)   # pylint: disable=protected-access
+    bus.publish("first", {"t": 1.0})
+    got = []
+    reader = threading.Thread(target=lambda: got.append(subscription.get(TIMEOUT, gather=60)))
+    reader.start()
+    assert subscription._ready.second_wait.wait(TIMEOUT), "the spurious wake-up ended the batch"   # pylint: disable=protected-access
+    bus.publish("second", {"t": 2.0})
+    reader.join(TIMEOUT)
+    assert [kind for _, kind, _ in got[0]] == ["first", "second"]
+
+
+def test_a_reader_without_gathering_returns_what_there_is():
+    bus = EventBus()
+    subscription = bus.subscribe()
+    bus.publish("only", {"t": 1.0})
+    assert [kind for _, kind, _ in subscription.get(TIMEOUT)] == ["only"]
+    assert subscription.get(0) == []
+
+
+def test_the_sse_text_of_an_event_is_made_once_for_every_stream():
+    bus = EventBus()
+    first, second = bus.subscribe(), bus.subscribe()
+    bus.publish("shared", {"t": 1.0})
+    one, other = first.get(0), second.get(0)
+    assert one[0] is other[0]
+    text = bus.sse_text(one)
+    assert bus.sse_text(other) == text and one[0].sse is not None
 
 
 def test_the_sse_stream_formats_events_sends_keep_alives_and_unsubscribes(monkeypatch):
