@@ -4,6 +4,7 @@ SIGTERM/SIGINT, stops at once on a second signal or at the drain timeout,
 and never loses a signal."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -122,6 +123,21 @@ def test_an_unusable_results_directory_is_one_line_and_status_2(tmp_path, capsys
     assert main(["--data", str(tiny_csv), "--log-file", str(tmp_path / "log"),
                  "--results-dir", str(blocker / "sub"), "--port", "0"]) == 2
     assert "results directory" in one_line_error(capsys)
+
+
+def test_a_start_that_fails_leaves_the_log_as_it_found_it(tmp_path, capsys, tiny_csv):
+    """main() may run in a process that goes on (a test, a tool): a failed
+    start takes its log handler away again and closes the log file."""
+    logger = logging.getLogger("lestats")
+    before = list(logger.handlers)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["--data", str(tiny_csv), "--port", str(taken.getsockname()[1]),
+                     "--log-file", str(tmp_path / "log"),
+                     "--results-dir", str(tmp_path / "r")]) == 2
+    one_line_error(capsys)
+    assert logger.handlers == before
 
 
 class Server(ServerProcess):
