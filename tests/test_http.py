@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from lestats.pool import ThreadPool
-from lestats.storage import EXPIRED_MARK
 from lestats.watch.events import BUFFER, MAX_STREAMS
 from lestats.http11 import MAX_BODY
 
@@ -411,8 +410,9 @@ def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
     assert live.jobs.drain(timeout=10)   # job 3's task has replaced job 1's file too
     status, _, answer = live.call("GET", "/api/get_results/job_id_1")
     assert status == 410 and "only the last 2 are kept" in error_of(answer)
-    assert Path(live.store.result_path(1)).read_bytes() == EXPIRED_MARK   # a link: no space
-    assert Path(live.store.result_path(3)).read_bytes() != EXPIRED_MARK
+    assert not Path(live.store.result_path(1)).exists()
+    assert Path(live.store.directory, "job_id_1.expired").stat().st_size == 0   # no data block
+    assert json.loads(Path(live.store.result_path(3)).read_bytes()) == {"global_mean": 14.5}
     assert live.call("GET", "/api/jobs")[2]["data"] == [
         {"job_id_1": "expired"}, {"job_id_2": "done"}, {"job_id_3": "done"}]
 
