@@ -26,7 +26,7 @@ from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 from .data import DataIndex
 from .pool import PoolClosed, PoolFull, ThreadPool
 from .statistics import Query, QueryError, prepare
-from .journal import AcceptedJob
+from .journal import HIGHEST_JOB, AcceptedJob
 from .storage import JobStore, Recovered, ResultTooLarge
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class QueueFull(RuntimeError):
 
 class UnknownJob(LookupError):
     """The job id is malformed or was never issued."""
+
+
+class NoIdsLeft(RuntimeError):
+    """Every job id up to the largest the server can serve has been handed out."""
 
 
 def job_number(job_id: str) -> int:
@@ -218,13 +222,15 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
 
         Raise QueryError for a bad body, storage.DiskFull when free space is
         below the floor, ShuttingDown after shutdown, QueueFull when the pool
-        is full, OSError if the journal cannot be written (the job then runs,
-        but its id is never given out).
+        is full, NoIdsLeft past the largest id, OSError if the journal cannot
+        be written (the job then runs, but its id is never given out).
         """
         query = self._shared(prepare(self._index, name, body))
         self._store.check_space()
         with self._mutex:
             number = self._next
+            if number > HIGHEST_JOB:
+                raise NoIdsLeft(f"no job ids left: job_id_{HIGHEST_JOB} was the last")
             self._queue(number, query)
             self._next += 1
         self._store.accept(AcceptedJob(number, name, query.question, query.state))

@@ -9,7 +9,9 @@ goes back even when every job line is gone.  A segment whose jobs have all
 finished is deleted, so the journal stays about as large as the unfinished
 work.  ``read_journal`` reads them back at start, in any order (a job's
 lines all say the same; the high-water mark is the largest), so a segment
-number only has to be free: the next is the one after the largest in use.
+number only has to be free: the next is the one after the largest in use,
+or, past MAX_SEGMENT, the lowest free one (``next_segment``), and every
+number the server can reach is one recovery reads.
 
 Durability: by default a line is in the operating system's cache when its
 id is given out, which survives the process being killed, not the machine
@@ -47,7 +49,8 @@ SEGMENT_LINES = 10_000              # a segment is closed after this many job li
 MAX_LINE = 64 * 1024                # a longer journal line is not ours: skipped
 WARNINGS_SHOWN = 10                 # damaged lines logged one by one, then counted
 JOURNAL_TIMEOUT = 30.0              # seconds an append waits for its turn to be written
-SEGMENT = re.compile(r"\.journal-([1-9][0-9]{0,8})\.jsonl")
+SEGMENT = re.compile(r"\.journal-([1-9][0-9]{0,17})\.jsonl")
+MAX_SEGMENT = 10 ** 18 - 1          # the largest number SEGMENT matches
 SEGMENT_TRIES = 100                 # names tried when the next ones are taken (planted)
 
 Unfinished = Callable[[], Tuple[List["AcceptedJob"], int]]
@@ -81,13 +84,18 @@ def segment_name(number: int) -> str:
 
 
 def following_segment(number: int) -> int:
-    """The segment number tried after ``number``."""
-    return number + 1
+    """The segment number tried after ``number``: the next, or 1 past the last."""
+    return number + 1 if number < MAX_SEGMENT else 1
 
 
 def next_segment(taken: Set[int]) -> int:
-    """A segment number nothing in ``taken`` has: one past the largest."""
-    return max(taken, default=0) + 1
+    """A segment number nothing in ``taken`` has: one past the largest, or
+    (past MAX_SEGMENT) the lowest free one."""
+    if not taken:
+        return 1
+    if max(taken) < MAX_SEGMENT:
+        return max(taken) + 1
+    return min(set(range(1, len(taken) + 2)) - taken)
 
 
 def _high_line(high: int) -> bytes:
@@ -129,12 +137,13 @@ def parse_journal_line(raw: bytes) -> Tuple[Optional[AcceptedJob], int, Optional
 @dataclass
 class JournalContents:
     """What ``read_journal`` found: the unfinished jobs by number, the
-    highest id vouched for, the segments read (to delete once their lines
-    are copied), and every segment number in use (odd entries included:
-    never reused)."""
+    highest id vouched for and the segment that vouched for it, the
+    segments read (to delete once their lines are copied), and every
+    segment number in use (odd entries included: never reused)."""
 
     accepted: Dict[int, AcceptedJob] = field(default_factory=dict)
     high: int = 0
+    high_segment: str = ""
     segments: List[int] = field(default_factory=list)
     taken: Set[int] = field(default_factory=set)
 
@@ -153,7 +162,8 @@ def read_journal(dir_fd: int, finished: Set[int],
         for number, line in read_lines(name, MAX_LINE, dir_fd):
             job, vouched, problem = (None, 0, "longer than 64 KiB") if line is None \
                 else parse_journal_line(line)
-            found.high = max(found.high, vouched)
+            if vouched > found.high:
+                found.high, found.high_segment = vouched, name
             if job is not None:
                 if job.number not in finished:
                     found.accepted[job.number] = job

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .http11 import ApiError, Reply, Request
-from .jobs import JobManager, QueueFull, ShuttingDown, UnknownJob
+from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
 from .watch import live_page
@@ -94,6 +94,8 @@ def post_statistic(name: str) -> Handler:
         except DiskFull as exc:
             raise ApiError(507, f"not enough free disk space to record the job: "
                                 f"{exc.strerror}") from exc
+        except NoIdsLeft as exc:
+            raise ApiError(507, str(exc)) from exc
         except OSError as exc:   # the journal could not be written: no id is given out
             log.error("cannot record a %s job: %s", name, exc)
             raise ApiError(500, f"cannot record the job: {exc.strerror or exc}") from exc

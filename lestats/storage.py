@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 from .files import TooLarge, create_exclusive, read_regular, write_all
-from .journal import (AcceptedJob, Journal, Segments, Unfinished, next_segment,
-                      read_journal, segment_name)
+from .journal import (HIGHEST_JOB, AcceptedJob, Journal, Segments, Unfinished,
+                      next_segment, read_journal, segment_name)
 from .resultsdir import (LOCK_NAME, DirectoryInUse, DirectoryLost, ResultsDirectory,
                          StoreError)
 
@@ -254,7 +254,11 @@ class JobStore:
                 os.unlink(f"job_id_{job.number}.json", dir_fd=fd)
         for number, reason in scan.damaged.items():
             log.warning("job_id_%d: result %s, and it is not in the journal", number, reason)
-        highest = max(scan.highest[0], journal.high)
+        highest, where = max(scan.highest, (journal.high, f"the journal ({journal.high_segment})"))
+        if highest >= HIGHEST_JOB:
+            raise StoreError(f"results directory {self.directory}: no job ids left above"
+                             f" job_id_{highest} (from {where}); delete that entry or use"
+                             " another directory")
         files = Segments(owner, self.fsync, highest, next_segment(journal.taken), unfinished)
         files.start([job.line() for job in pending])
         self._journal = Journal(files)

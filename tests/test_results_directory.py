@@ -15,6 +15,7 @@ import stat
 
 import pytest
 
+from lestats import jobs as jobs_module, journal as journal_module
 from lestats.jobs import JobManager
 from lestats.journal import HIGHEST_JOB, AcceptedJob
 from lestats.storage import JobStore, StoreError
@@ -183,7 +184,84 @@ def test_another_users_files_in_a_shared_directory_are_not_taken_for_results(
 
 # -- 5. segment numbers that agree with recovery ----------------------------------------
 
+def test_a_leftover_segment_at_the_old_limit_does_not_hide_the_next_one(tmp_path,
+                                                                       tiny_index):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / ".journal-999999999.jsonl").write_text(
+        '{"high":1}\n{"job":1,"statistic":"global_mean","question":"%s","state":null}\n'
+        % OBESITY)
+    first = manager_on(tiny_index, results)
+    heard = [first.submit("global_mean", ASK) for _ in range(4)]
+    crash(first._store)   # pylint: disable=protected-access
+    recovered = reopened(results)
+    assert heard == ["job_id_2", "job_id_3", "job_id_4", "job_id_5"]
+    assert [job.number for job in recovered.pending] == [1, 2, 3, 4, 5]
+    assert recovered.next_number == 6
+
+
+def test_segment_numbers_wrap_to_a_free_one_past_the_largest(tmp_path, stores_on):
+    next_segment, maximum = journal_module.next_segment, journal_module.MAX_SEGMENT
+    assert next_segment(set()) == 1 and next_segment({3, 9}) == 10
+    assert next_segment({maximum, 1, 2}) == 3
+    assert journal_module.following_segment(maximum) == 1
+    (tmp_path / f".journal-{maximum}.jsonl").write_text(
+        '{"high":4}\n{"job":4,"statistic":"s","question":"q","state":null}\n')
+    store, recovered = stores_on(tmp_path)
+    store.accept(AcceptedJob(5, "s", "q"))
+    crash(store)
+    assert sorted(p.name for p in tmp_path.glob(".journal-*")) == [".journal-1.jsonl"]
+    again = reopened(tmp_path)
+    assert [job.number for job in again.pending] == [4, 5] and recovered.next_number == 5
+
+
+@pytest.fixture
+def stores_on():
+    """Opens JobStores; those not crashed are closed at the end."""
+    opened = []
+
+    def open_store(directory):
+        store = JobStore(directory)
+        opened.append(store)
+        return store, store.open("data.csv")
+
+    yield open_store
+    for store in opened:
+        if store._owner._fd >= 0:   # pylint: disable=protected-access
+            store.close()
+
+
 # -- 6. an id space that cannot run out -----------------------------------------------------
+
+@pytest.mark.parametrize("name, text, where", [
+    ("job_id_999999999999999999.json", '{"a": 1}', "job_id_999999999999999999.json"),
+    (".journal-3.jsonl", '{"job":999999999999999999,"statistic":"s","question":"q"}\n',
+     "the journal (.journal-3.jsonl)"),
+    (".journal-3.jsonl", '{"high":999999999999999999}\n', "the journal (.journal-3.jsonl)"),
+])
+def test_an_entry_at_the_last_id_refuses_the_start_in_one_line(tmp_path, name, text, where):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(StoreError) as refused:
+        JobStore(tmp_path).open("data.csv")
+    assert str(refused.value) == (f"results directory {tmp_path}: no job ids left above"
+                                  f" job_id_999999999999999999 (from {where}); delete that"
+                                  " entry or use another directory")
+    (tmp_path / name).unlink()   # the directory is not held: once fixed, it opens
+    reopened(tmp_path)
+
+
+def test_the_last_id_is_handed_out_and_then_none(tmp_path, tiny_index):
+    (tmp_path / f"job_id_{HIGHEST_JOB - 1}.json").write_text('{"a": 1}')
+    manager = manager_on(tiny_index, tmp_path)
+    try:
+        assert manager.submit("global_mean", ASK) == f"job_id_{HIGHEST_JOB}"
+        with pytest.raises(jobs_module.NoIdsLeft, match=f"job_id_{HIGHEST_JOB} was the last"):
+            manager.submit("global_mean", ASK)
+        manager._pool.run_next()   # pylint: disable=protected-access
+        assert manager.result(f"job_id_{HIGHEST_JOB}").status == "done"
+    finally:
+        manager.close()
+
 
 # -- 7. odd entries do not stop a start ---------------------------------------------------
 
