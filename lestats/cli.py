@@ -175,7 +175,10 @@ class Service:
         workers = worker_count(args.workers, environ)
         pool = pool_class(args.broken_pool_for_teaching)
         self.events = EventBus()
-        self.trace = TraceWriter(self.events, args.trace) if args.trace else None
+        try:
+            self.trace = TraceWriter(self.events, args.trace) if args.trace else None
+        except OSError as exc:
+            raise StartError(f"--trace {args.trace}: {exc.strerror or exc}") from exc
         self.pool = pool(workers, max_queued=args.max_queued, events=self.events)
         try:
             self.jobs = JobManager(

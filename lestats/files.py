@@ -101,3 +101,26 @@ def read_lines(name: str, limit: int, dir_fd: Optional[int] = None
                 yield number, None
             else:
                 yield number, line
+
+
+def create_for_writing(path: str) -> int:
+    """Open ``path`` (the trace: a file the server creates where its user
+    says), emptied, for writing: never through a symbolic link, never a
+    FIFO or a device, never a file with other names (a hard link planted to
+    another file).  OSError says which."""
+    try:
+        fd = open_regular(path, os.O_WRONLY | os.O_CREAT)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link (not followed)", path) from None
+        if exc.errno in (errno.ENXIO, errno.EINVAL, errno.EISDIR):
+            raise OSError(exc.errno, "not a regular file", path) from None
+        raise
+    try:
+        if os.fstat(fd).st_nlink > 1:
+            raise OSError(errno.EMLINK, "has other hard links (not written through)", path)
+        os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -124,6 +124,68 @@ def test_an_unusable_results_directory_is_one_line_and_status_2(tmp_path, capsys
     assert "results directory" in one_line_error(capsys)
 
 
+# -- issue 17: what the server opens where its user says, and its one lines ---------------
+
+def run_py(tmp_path, *args, prelude="", timeout=60):
+    """``python3 run.py ARGS`` (after ``prelude``, Python run first), with its
+    results and log in ``tmp_path``; the finished process.  A server that
+    would serve instead of refusing is stopped by the timeout, and the test
+    fails on it."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); {prelude}\n"
+            "from lestats.cli import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run(
+        [sys.executable, "-c", code, "--port", "0", "--results-dir", str(tmp_path / "results"),
+         "--log-file", str(tmp_path / "log"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path, check=False)
+
+
+def refused_in_one_line(finished):
+    assert finished.returncode == 2, finished.stderr
+    assert finished.stderr.count("\n") == 1 and finished.stderr.startswith("lestats: error: ")
+    assert "Traceback" not in finished.stderr
+    return finished.stderr
+
+
+def identity(path):
+    """What a write would change (not the access time a read changes)."""
+    info = path.stat()
+    return info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+@pytest.fixture
+def root_secret(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root's")
+    secret.chmod(0o600)
+    return secret
+
+
+def test_a_trace_path_planted_as_a_link_is_refused_and_its_target_untouched(
+        tmp_path, tiny_csv, root_secret):
+    trace = tmp_path / "trace.json"
+    trace.symlink_to(root_secret)
+    before = identity(root_secret)
+    error = refused_in_one_line(run_py(tmp_path, "--data", str(tiny_csv), "--trace", str(trace)))
+    assert f"--trace {trace}: is a symbolic link (not followed)" in error
+    assert identity(root_secret) == before and root_secret.read_text() == "root's"
+
+
+def test_a_trace_path_that_is_a_hard_link_is_refused(tmp_path, tiny_csv, root_secret):
+    os.link(root_secret, tmp_path / "trace.json")
+    error = refused_in_one_line(run_py(tmp_path, "--data", str(tiny_csv), "--trace",
+                                       str(tmp_path / "trace.json")))
+    assert "has other hard links" in error and root_secret.read_text() == "root's"
+
+
+@pytest.mark.parametrize("option", ["--trace", "--data"])
+def test_a_fifo_for_trace_or_data_is_refused_at_once(tmp_path, tiny_csv, option):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = ["--data", str(tiny_csv)] if option == "--trace" else []
+    error = refused_in_one_line(run_py(tmp_path, *args, option, str(fifo), timeout=20))
+    assert str(fifo) in error and "not a regular file" in error
+
+
 class Server(ServerProcess):
     """``python3 run.py`` as a child process, with a few client calls."""
 
