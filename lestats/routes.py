@@ -148,10 +148,15 @@ def get_num_jobs(jobs: JobManager, _request: Request) -> Reply:
     return Reply(200, {"num_jobs": jobs.num_jobs()})
 
 
-def graceful_shutdown(jobs: JobManager, _request: Request) -> Reply:
+def graceful_shutdown(jobs: JobManager, request: Request) -> Reply:
     """``GET /api/graceful_shutdown``: starts the drain the first time;
     every call says whether jobs remain."""
     jobs.shutdown()
+    return graceful_shutdown_head(jobs, request)
+
+
+def graceful_shutdown_head(jobs: JobManager, _request: Request) -> Reply:
+    """``HEAD /api/graceful_shutdown``: what GET answers, without starting the drain."""
     return Reply(200, {"status": "running" if jobs.num_jobs() else "done"})
 
 
@@ -177,6 +182,15 @@ def get_events(jobs: JobManager, _request: Request) -> Reply:
                  headers=[("Cache-Control", "no-store")], chunks=SseStream(subscription))
 
 
+def get_events_head(jobs: JobManager, _request: Request) -> Reply:
+    """``HEAD /api/events``: the stream's head, without subscribing (a HEAD
+    changes nothing, and a subscription takes one of the streams' places)."""
+    if jobs.events is None:
+        raise ApiError(404, "Not found: this server publishes no events")
+    return Reply(200, content_type="text/event-stream",
+                 headers=[("Cache-Control", "no-store")], chunks=iter(()))
+
+
 def live_page_handler(page: bytes) -> Handler:
     """``GET /``: the live page of the pool at work."""
     def handle(_jobs: JobManager, _request: Request) -> Reply:
@@ -189,11 +203,14 @@ def live_page_handler(page: bytes) -> Handler:
 class Route:
     """One line of the route table.  A ``path`` ending in ``{job_id}`` matches
     any path that starts with what comes before it; the rest is passed to the
-    handler as ``Request.param``."""
+    handler as ``Request.param``.  HEAD is answered by a GET route: by
+    ``head`` if it has one (for a handler that changes something, which a
+    HEAD must not), else by ``handler``, without the body."""
 
     method: str
     path: str
     handler: Handler
+    head: Optional[Handler] = None
 
     @property
     def takes_param(self) -> bool:
@@ -215,10 +232,10 @@ ROUTES: Tuple[Route, ...] = tuple(
     Route("GET", "/api/jobs", get_jobs),
     Route("GET", "/api/jobs/" + JOB_ID_PARAM, get_job_record),
     Route("GET", "/api/num_jobs", get_num_jobs),
-    Route("GET", "/api/graceful_shutdown", graceful_shutdown),
+    Route("GET", "/api/graceful_shutdown", graceful_shutdown, head=graceful_shutdown_head),
     Route("GET", "/api/questions", get_questions),
     Route("GET", "/api/pool", get_pool),
-    Route("GET", "/api/events", get_events),
+    Route("GET", "/api/events", get_events, head=get_events_head),
     Route("GET", "/", live_page_handler(live_page())),
 )
 

@@ -19,6 +19,19 @@ from conftest import MUSCLE, OBESITY, UNRANKED, connection_thread, recv_exactly
 STATE_BODY = {"question": OBESITY, "state": "Ohio"}
 
 
+def head(live, path):
+    """HEAD ``path``: (status, Content-Length or None); the answer has no body."""
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    try:
+        connection.request("HEAD", path)
+        response = connection.getresponse()
+        assert response.read() == b""
+        length = response.getheader("Content-Length")
+        return response.status, None if length is None else int(length)
+    finally:
+        connection.close()
+
+
 def error_of(answer):
     assert set(answer) == {"status", "reason"} and answer["status"] == "error"
     return answer["reason"]
@@ -174,6 +187,19 @@ def test_graceful_shutdown_says_running_then_done_refuses_posts_and_keeps_gets(
 
 def test_graceful_shutdown_with_nothing_to_do_is_done_at_once(tiny_server):
     assert tiny_server.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "done"})
+
+
+def test_head_of_graceful_shutdown_answers_like_get_and_starts_no_drain(tiny_server):
+    """Issue 17 (10): a monitor sending HEAD to every route must not stop the server."""
+    for path in ("/api/graceful_shutdown", "/api/events", "/api/num_jobs", "/api/jobs",
+                 "/api/pool", "/api/questions", "/", "/api/get_results/job_id_1"):
+        status, _ = head(tiny_server, path)
+        assert status in (200, 404), (path, status)
+    status, length = head(tiny_server, "/api/graceful_shutdown")
+    assert status == 200 and length == len(b'{"status": "done"}')   # what GET would say
+    assert tiny_server.submit("global_mean", {"question": OBESITY}) == "job_id_1"
+    assert not tiny_server.pool.snapshot()["closed"]
+    assert not tiny_server.events.listening   # HEAD /api/events subscribed nobody
 
 
 # -- protocol errors --------------------------------------------------------
