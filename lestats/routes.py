@@ -18,7 +18,7 @@ from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
 from .watch import live_page
-from .watch.events import SseStream, TooManyStreams
+from .watch.events import SseStream
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +174,9 @@ def get_events(jobs: JobManager, _request: Request) -> Reply:
     """``GET /api/events``: Server-Sent Events until the server stops."""
     if jobs.events is None:
         raise ApiError(404, "Not found: this server publishes no events")
-    try:
-        subscription = jobs.events.subscribe()
-    except TooManyStreams as exc:
-        raise ApiError(503, str(exc), headers=[("Retry-After", "5")]) from exc
     return Reply(200, content_type="text/event-stream",
-                 headers=[("Cache-Control", "no-store")], chunks=SseStream(subscription))
+                 headers=[("Cache-Control", "no-store")],
+                 chunks=SseStream(jobs.events.subscribe()))
 
 
 def get_events_head(jobs: JobManager, _request: Request) -> Reply:

@@ -12,6 +12,7 @@ import pytest
 
 from lestats.pool import ThreadPool
 from lestats.watch.events import BUFFER, MAX_STREAMS
+from lestats.watch.trace import TraceWriter
 from lestats.http11 import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED, connection_thread, recv_exactly
@@ -399,6 +400,33 @@ def test_head_of_the_event_stream_holds_no_stream_slot(tiny_server):
         assert response.status == 200 and response.readline() == b"retry: 2000\n"
     finally:
         connection.close()
+
+
+def test_idle_event_streams_never_keep_the_live_page_out(tiny_server, tmp_path):
+    """Issue 17 (12): MAX_STREAMS idle readers (and the trace) are open; the
+    page still gets its stream, and the oldest reader gives way."""
+    trace = TraceWriter(tiny_server.events, str(tmp_path / "trace.json"))   # --trace
+    idle = []
+    try:
+        for _ in range(MAX_STREAMS):
+            connection = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=5)
+            connection.request("GET", "/api/events")
+            response = connection.getresponse()
+            assert response.status == 200 and response.readline() == b"retry: 2000\n"
+            idle.append((connection, response))
+        assert head(tiny_server, "/api/events")[0] == 200   # evicts nobody
+        page = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=5)
+        page.request("GET", "/api/events")
+        response = page.getresponse()
+        assert response.status == 200 and response.readline() == b"retry: 2000\n"
+        oldest = idle[0][1]
+        assert oldest.readline() == b"\n" and oldest.readline().startswith(b"id: ")
+        assert oldest.readline() == b"event: evicted\n"
+        page.close()
+    finally:
+        for connection, _ in idle:
+            connection.close()
+        trace.close()
 
 
 def test_a_full_queue_is_503_with_retry_after(serve, tiny_index):

@@ -41,7 +41,7 @@ class TraceWriter:
         self._written = 0
         self._first: Optional[float] = None
         self._threads: Dict[str, int] = {}
-        self._subscription = bus.subscribe(limit=TRACE_BUFFER, lossy=True)
+        self._subscription = bus.subscribe(limit=TRACE_BUFFER, lossy=True, streams=None)
         self._thread = threading.Thread(target=self._write_events, name="lestats-trace",
                                         daemon=True)
         self._thread.start()
