@@ -349,8 +349,11 @@ def serve(argv: List[str]) -> int:
     try:
         index = load(data_path)
         handler = logs.configure(args.log_file)
-    except (DataError, OSError) as exc:
-        print(f"lestats: error: {exc}", file=sys.stderr)
+    except DataError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(f"--log-file {args.log_file}: {exc.strerror or exc}")
         return EXIT_USAGE
     try:
         log.info("data %s: %d rows, %d skipped (empty or non-numeric Data_Value),"
@@ -359,21 +362,28 @@ def serve(argv: List[str]) -> int:
         try:
             service = Service(index, args, os.environ)
         except StartError as exc:
-            print(f"lestats: error: {exc}", file=sys.stderr)
+            _error(str(exc))
             return EXIT_USAGE
         notes = [note for note in (service.jobs.start_note, _slow_motion_note(args)) if note]
         for note in notes:
             log.info("%s", note)
         broken = _broken_pool_note(args)   # logged as a warning by pool_class
         port = service.server.server_port
-        banner = "\n".join([f"lestats: serving {index.source} on http://{args.host}:{port}/"
-                            f"{' (synthetic demo data)' if index.is_demo else ''}",
-                            *(f"lestats: {note}" for note in [*notes, broken] if note)])
+        banner = "\n".join(logs.escape(line) for line in [
+            f"lestats: serving {index.source} on http://{args.host}:{port}/"
+            f"{' (synthetic demo data)' if index.is_demo else ''}",
+            *(f"lestats: {note}" for note in [*notes, broken] if note)])
         serve_until_signalled(service, args.drain_timeout, banner)
         return 0
     finally:
         logging.getLogger("lestats").removeHandler(handler)
         handler.close()
+
+
+def _error(message: str) -> None:
+    """The one line that says why start-up stops (escaped: a path may hold
+    a newline or a terminal's escape sequences)."""
+    print(f"lestats: error: {logs.escape(message)}", file=sys.stderr)
 
 
 def _broken_pool_note(args: argparse.Namespace) -> Optional[str]:

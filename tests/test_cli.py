@@ -186,6 +186,28 @@ def test_a_fifo_for_trace_or_data_is_refused_at_once(tmp_path, tiny_csv, option)
     assert str(fifo) in error and "not a regular file" in error
 
 
+def test_the_banner_escapes_a_data_paths_newline_and_escape_sequences(tmp_path, tiny_csv):
+    evil = tmp_path / "evil\n\x1b[2Jdata.csv"
+    evil.write_bytes(tiny_csv.read_bytes())
+    server = subprocess.Popen(   # pylint: disable=consider-using-with
+        [sys.executable, str(REPO / "run.py"), "--port", "0", "--data", str(evil),
+         "--results-dir", str(tmp_path / "results"), "--log-file", str(tmp_path / "log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=tmp_path)
+    try:
+        first = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.communicate(timeout=TIMEOUT)
+    assert b"\x1b" not in first and b"evil\\n\\x1b[2Jdata.csv on http://127.0.0.1:" in first
+
+
+def test_a_start_up_error_escapes_the_path_it_names(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "no\nsuch\x1b[2J.csv"), "--log-file",
+                 str(tmp_path / "log")]) == 2
+    assert "no\\nsuch\\x1b[2J.csv" in one_line_error(capsys)
+
+
 class Server(ServerProcess):
     """``python3 run.py`` as a child process, with a few client calls."""
 
