@@ -10,6 +10,7 @@ use, port in use) is one line on stderr and exit status 2.
 """
 
 import argparse
+import errno
 import importlib
 import logging
 import math
@@ -26,6 +27,7 @@ from . import logs
 from .data import DataError, DataIndex, find_data_file, load
 from .jobs import JobManager
 from .pool import ThreadPool
+from .resultsdir import missing_guarantees
 from .storage import JobStore, StoreError
 from .watch.events import EventBus
 from .watch.trace import TraceWriter
@@ -201,8 +203,11 @@ class Service:
             self.jobs.close()
             self._stop_teaching()
             self.pool.shutdown()
+            hint = "" if exc.errno != errno.EADDRINUSE else (
+                f"; another program has port {args.port} (on macOS, AirPlay Receiver often"
+                " holds 5000): choose another with --port")
             raise StartError(f"cannot listen on {args.host}:{args.port}: "
-                             f"{exc.strerror or exc}") from exc
+                             f"{exc.strerror or exc}{hint}") from exc
         self.serving = threading.Thread(target=self.server.serve_forever, name="lestats-http")
         log.info("listening on %s:%d with %d workers, results in %s",
                  args.host, self.server.server_port, workers, args.results_dir)
@@ -345,6 +350,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 def serve(argv: List[str]) -> int:
     """Run the server; return the exit status."""
     args = parse_args(argv)
+    missing = missing_guarantees()
+    if missing:
+        _error(f"this platform lacks {'; '.join(missing)}; lestats serves on Linux, macOS"
+               " and other POSIX systems (on Windows, use WSL)")
+        return EXIT_USAGE
     data_path = find_data_file(args.data, os.environ, Path.cwd())
     try:
         index = load(data_path)

@@ -415,7 +415,7 @@ class Segments:
         try:
             write_all(self._fd, data)
             if self._fsync:
-                os.fdatasync(self._fd)
+                getattr(os, "fdatasync", os.fsync)(self._fd)   # macOS has no fdatasync
         except OSError as exc:
             self._cut_back(before)
             log.error("journal write failed, %d line(s) refused: %s", len(lines), exc)

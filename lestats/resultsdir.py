@@ -26,13 +26,17 @@ write fails with DirectoryLost, and the server hands out no more ids.
 """
 
 import errno
-import fcntl
 import json
 import logging
 import os
 import stat
 import threading
 from typing import Callable, List, Optional
+
+try:
+    import fcntl
+except ImportError:      # Windows: see missing_guarantees
+    fcntl = None         # type: ignore[assignment]   # pylint: disable=invalid-name
 
 from .files import open_regular, read_regular
 
@@ -52,6 +56,21 @@ class DirectoryInUse(StoreError):
 class DirectoryLost(OSError):
     """The results directory was deleted and its path now belongs to someone
     else (or cannot be made ours safely): nothing more is written there."""
+
+
+def missing_guarantees() -> List[str]:
+    """What this platform lacks of what the results directory's guarantees
+    rest on (empty on Linux, macOS and the BSDs)."""
+    missing = []
+    if fcntl is None:
+        missing.append("fcntl.flock (one server per results directory)")
+    if not hasattr(os, "O_NOFOLLOW") or not hasattr(os, "O_DIRECTORY"):
+        missing.append("O_NOFOLLOW and O_DIRECTORY (no link planted in the results"
+                       " directory is followed)")
+    if not {os.open, os.unlink, os.rename, os.stat} <= os.supports_dir_fd or (
+            os.scandir not in os.supports_fd):
+        missing.append("dir_fd (work inside the results directory, not through its path)")
+    return missing
 
 
 def _world_writable(info: os.stat_result) -> bool:

@@ -105,7 +105,9 @@ def test_a_port_in_use_is_one_line_and_status_2(tmp_path, capsys, tiny_csv):
         port = taken.getsockname()[1]
         assert main(["--data", str(tiny_csv), "--port", str(port), "--log-file",
                      str(tmp_path / "log"), "--results-dir", str(tmp_path / "r")]) == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(capsys)
+    error = one_line_error(capsys)
+    assert f"cannot listen on 127.0.0.1:{port}" in error
+    assert "choose another with --port" in error and "AirPlay" in error   # issue 17 (13)
 
 
 def test_a_bad_worker_variable_is_one_line_and_status_2(tmp_path, capsys, tiny_csv,
@@ -206,6 +208,23 @@ def test_a_start_up_error_escapes_the_path_it_names(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "no\nsuch\x1b[2J.csv"), "--log-file",
                  str(tmp_path / "log")]) == 2
     assert "no\\nsuch\\x1b[2J.csv" in one_line_error(capsys)
+
+
+def test_a_platform_without_fcntl_is_refused_in_one_line(tmp_path, tiny_csv):
+    """Issue 17 (13): as on Windows, where ``import fcntl`` fails."""
+    error = refused_in_one_line(run_py(tmp_path, "--data", str(tiny_csv),
+                                       prelude="sys.modules['fcntl'] = None"))
+    assert "this platform lacks fcntl.flock (one server per results directory)" in error
+    assert "use WSL" in error and not (tmp_path / "results").exists()
+
+
+def test_each_missing_guarantee_is_named(monkeypatch):
+    from lestats import resultsdir   # pylint: disable=import-outside-toplevel
+    assert resultsdir.missing_guarantees() == []
+    monkeypatch.delattr(resultsdir.os, "O_NOFOLLOW")
+    monkeypatch.setattr(resultsdir.os, "supports_dir_fd", set())
+    assert [text.split(" (")[0] for text in resultsdir.missing_guarantees()] == [
+        "O_NOFOLLOW and O_DIRECTORY", "dir_fd"]
 
 
 class Server(ServerProcess):

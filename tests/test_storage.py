@@ -274,6 +274,14 @@ class StuckWrite:
         return self.real(fd, data)
 
 
+def test_fsync_works_where_there_is_no_fdatasync(tmp_path, stores, monkeypatch):
+    """Issue 17 (13): macOS has no os.fdatasync; --fsync then uses fsync."""
+    monkeypatch.delattr(journal_module.os, "fdatasync")
+    store, _ = stores(tmp_path, fsync=True)
+    store.accept(job(1))
+    assert [line.get("job") for line in journal_lines(tmp_path)] == [None, 1]
+
+
 def test_a_short_write_is_cut_back_and_the_appender_told(tmp_path, stores, monkeypatch):
     store, _ = stores(tmp_path)
     store.accept(job(1))
