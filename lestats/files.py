@@ -72,14 +72,15 @@ def read_regular(name: str, limit: int, dir_fd: Optional[int] = None) -> bytes:
         data = os.read(fd, size)   # one read, of the size: no buffer of ``limit`` bytes
         if len(data) == size:
             return data
-        chunks = [data]            # a short read (or a file that grew): go on to the end
-        while size <= limit:
+        chunks, total = [data], len(data)   # a short read: go on to the end
+        while True:
             chunk = os.read(fd, 65536)
             if not chunk:
                 return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:      # it grew since: not whole within the limit
+                raise TooLarge(errno.EFBIG, f"larger than {limit} bytes", name)
             chunks.append(chunk)
-            size += len(chunk)
-        raise TooLarge(errno.EFBIG, f"larger than {limit} bytes", name)
     finally:
         os.close(fd)
 

@@ -15,10 +15,12 @@ import stat
 
 import pytest
 
-from lestats import jobs as jobs_module, journal as journal_module
+from lestats import files as files_module, jobs as jobs_module, journal as journal_module
+from lestats.files import TooLarge, create_for_writing, read_regular
 from lestats.jobs import JobManager
 from lestats.journal import HIGHEST_JOB, AcceptedJob
-from lestats.storage import JobStore, StoreError
+from lestats.resultsdir import ResultsDirectory
+from lestats.storage import DirectoryInUse, JobStore, StoreError
 
 from conftest import MUSCLE, OBESITY
 
@@ -406,3 +408,67 @@ def test_a_directory_re_created_as_a_link_is_not_followed(tmp_path, tiny_index, 
     first.close()
     assert snapshot(docs, secret) == before
     assert stat.S_ISLNK(results.lstat().st_mode)
+
+
+# -- the pieces: a lock held by an earlier version, the directory's identity, the files ---------
+
+def test_a_lock_file_held_by_an_earlier_version_keeps_a_second_server_out(tmp_path):
+    """Earlier versions lock only .lestats.lock: a server of this version
+    must not start beside one of them."""
+    import fcntl   # pylint: disable=import-outside-toplevel
+    note = tmp_path / ".lestats.lock"
+    note.write_text('{"pid": 4242}')
+    with open(note, "r+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DirectoryInUse, match=r"\(pid 4242\)"):
+            JobStore(tmp_path).open("data.csv")
+    reopened(tmp_path)
+
+
+def test_a_lock_file_of_another_users_is_left_alone(sticky, caplog):
+    note = sticky / ".lestats.lock"
+    note.write_text('{"pid": 1, "data": "theirs.csv"}')
+    os.chown(note, NOBODY, NOBODY)
+    reopened(sticky)
+    assert note.read_text() == '{"pid": 1, "data": "theirs.csv"}'
+    assert "belongs to uid 65534; left alone, the directory itself is locked" in caplog.text
+
+
+def test_a_directory_renamed_or_replaced_is_no_longer_the_one_at_the_path(tmp_path):
+    path = tmp_path / "results"
+    owner = ResultsDirectory(str(path))
+    owner.take()
+    try:
+        assert not owner.deleted(owner.fd())
+        path.rename(tmp_path / "elsewhere")
+        assert owner.deleted(owner.fd())           # the path names nothing
+        path.mkdir()
+        assert owner.deleted(owner.fd())           # the path names another directory
+    finally:
+        owner.release()
+
+
+def test_files_made_where_the_user_says_are_never_a_link_a_fifo_or_another_name(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / "link").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    os.link(target, tmp_path / "other-name")
+    for name, why in [("link", "is a symbolic link"), ("fifo", "not a regular file"),
+                      ("dir", "not a regular file"), ("other-name", "has other hard links")]:
+        with pytest.raises(OSError, match=why):
+            create_for_writing(str(tmp_path / name))
+    assert target.read_text() == "keep"
+    fd = create_for_writing(str(tmp_path / "new"))
+    os.close(fd)
+    assert (tmp_path / "new").read_bytes() == b""
+
+
+def test_a_short_read_goes_on_to_the_end_and_never_past_the_limit(tmp_path, monkeypatch):
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    real_read = os.read
+    monkeypatch.setattr(files_module.os, "read", lambda fd, size: real_read(fd, min(size, 7)))
+    assert read_regular("f", 100, os.open(tmp_path, os.O_RDONLY)) == b"x" * 100
+    with pytest.raises(TooLarge):
+        read_regular("f", 99, os.open(tmp_path, os.O_RDONLY))
