@@ -10,6 +10,7 @@ use, port in use) is one line on stderr and exit status 2.
 """
 
 import argparse
+import errno
 import importlib
 import logging
 import math
@@ -26,6 +27,7 @@ from . import logs
 from .data import DataError, DataIndex, find_data_file, load
 from .jobs import JobManager
 from .pool import ThreadPool
+from .resultsdir import missing_guarantees
 from .storage import JobStore, StoreError
 from .watch.events import EventBus
 from .watch.trace import TraceWriter
@@ -175,7 +177,10 @@ class Service:
         workers = worker_count(args.workers, environ)
         pool = pool_class(args.broken_pool_for_teaching)
         self.events = EventBus()
-        self.trace = TraceWriter(self.events, args.trace) if args.trace else None
+        try:
+            self.trace = TraceWriter(self.events, args.trace) if args.trace else None
+        except OSError as exc:
+            raise StartError(f"--trace {args.trace}: {exc.strerror or exc}") from exc
         self.pool = pool(workers, max_queued=args.max_queued, events=self.events)
         try:
             self.jobs = JobManager(
@@ -198,8 +203,11 @@ class Service:
             self.jobs.close()
             self._stop_teaching()
             self.pool.shutdown()
+            hint = "" if exc.errno != errno.EADDRINUSE else (
+                f"; another program has port {args.port} (on macOS, AirPlay Receiver often"
+                " holds 5000): choose another with --port")
             raise StartError(f"cannot listen on {args.host}:{args.port}: "
-                             f"{exc.strerror or exc}") from exc
+                             f"{exc.strerror or exc}{hint}") from exc
         self.serving = threading.Thread(target=self.server.serve_forever, name="lestats-http")
         log.info("listening on %s:%d with %d workers, results in %s",
                  args.host, self.server.server_port, workers, args.results_dir)
@@ -342,12 +350,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 def serve(argv: List[str]) -> int:
     """Run the server; return the exit status."""
     args = parse_args(argv)
+    missing = missing_guarantees()
+    if missing:
+        _error(f"this platform lacks {'; '.join(missing)}; lestats serves on Linux, macOS"
+               " and other POSIX systems (on Windows, use WSL)")
+        return EXIT_USAGE
     data_path = find_data_file(args.data, os.environ, Path.cwd())
     try:
         index = load(data_path)
         handler = logs.configure(args.log_file)
-    except (DataError, OSError) as exc:
-        print(f"lestats: error: {exc}", file=sys.stderr)
+    except DataError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(f"--log-file {args.log_file}: {exc.strerror or exc}")
         return EXIT_USAGE
     try:
         log.info("data %s: %d rows, %d skipped (empty or non-numeric Data_Value),"
@@ -356,21 +372,28 @@ def serve(argv: List[str]) -> int:
         try:
             service = Service(index, args, os.environ)
         except StartError as exc:
-            print(f"lestats: error: {exc}", file=sys.stderr)
+            _error(str(exc))
             return EXIT_USAGE
         notes = [note for note in (service.jobs.start_note, _slow_motion_note(args)) if note]
         for note in notes:
             log.info("%s", note)
         broken = _broken_pool_note(args)   # logged as a warning by pool_class
         port = service.server.server_port
-        banner = "\n".join([f"lestats: serving {index.source} on http://{args.host}:{port}/"
-                            f"{' (synthetic demo data)' if index.is_demo else ''}",
-                            *(f"lestats: {note}" for note in [*notes, broken] if note)])
+        banner = "\n".join(logs.escape(line) for line in [
+            f"lestats: serving {index.source} on http://{args.host}:{port}/"
+            f"{' (synthetic demo data)' if index.is_demo else ''}",
+            *(f"lestats: {note}" for note in [*notes, broken] if note)])
         serve_until_signalled(service, args.drain_timeout, banner)
         return 0
     finally:
         logging.getLogger("lestats").removeHandler(handler)
         handler.close()
+
+
+def _error(message: str) -> None:
+    """The one line that says why start-up stops (escaped: a path may hold
+    a newline or a terminal's escape sequences)."""
+    print(f"lestats: error: {logs.escape(message)}", file=sys.stderr)
 
 
 def _broken_pool_note(args: argparse.Namespace) -> Optional[str]:

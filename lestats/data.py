@@ -27,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
+from .files import open_regular
+
 QUESTION = "Question"
 STATE = "LocationDesc"
 VALUE = "Data_Value"
@@ -121,7 +123,7 @@ def _open_text(path: str) -> Iterator[TextIO]:
     (lestats.pyz/data/demo.csv when lestats runs from lestats.pyz) is read
     from the archive, streaming."""
     try:
-        stream = open(path, newline="", encoding="utf-8-sig")
+        stream = open(_regular_file(path), newline="", encoding="utf-8-sig")
     except NotADirectoryError:
         with _archive_member(path) as raw, io.TextIOWrapper(
                 raw, newline="", encoding="utf-8-sig") as member:
@@ -129,6 +131,18 @@ def _open_text(path: str) -> Iterator[TextIO]:
         return
     with stream:
         yield stream
+
+
+def _regular_file(path: str) -> int:
+    """``path`` open for reading if it is a regular file; DataError if it
+    is not (a FIFO would hang start-up, a device would be read for ever)."""
+    try:
+        return open_regular(path, os.O_RDONLY, follow=True)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        raise DataError(f"{path}: not a regular file (a FIFO, a device or a directory"
+                        " is not read)") from None
 
 
 @contextlib.contextmanager

@@ -13,10 +13,8 @@ worker, queue position, reason): see ``JobTable``.
 """
 
 import bisect
-import itertools
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -28,8 +26,8 @@ from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 from .data import DataIndex
 from .pool import PoolClosed, PoolFull, ThreadPool
 from .statistics import Query, QueryError, prepare
-from .journal import AcceptedJob
-from .storage import EXPIRED_MARK, JobStore, Recovered
+from .journal import HIGHEST_JOB, AcceptedJob
+from .storage import JobStore, Recovered, ResultTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +54,10 @@ class QueueFull(RuntimeError):
 
 class UnknownJob(LookupError):
     """The job id is malformed or was never issued."""
+
+
+class NoIdsLeft(RuntimeError):
+    """Every job id up to the largest the server can serve has been handed out."""
 
 
 def job_number(job_id: str) -> int:
@@ -171,13 +173,13 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
     ``_first_open`` is finished.
 
     ``_answers`` memoizes the encoded result of each Query (the index never
-    changes, so neither does an answer), ``_queries`` the one Query object
-    shared by every job that asks the same thing, and ``_answer_names``
-    numbers the answers' shared copies on disk.  ``_cache_mutex`` guards
-    the three; an answer is computed with it let go, so two workers racing
-    on a new Query at worst compute the same bytes twice, and the first one
-    kept wins.  Both dicts hold at most one entry per statistic, question and
-    state of the data.
+    changes, so neither does an answer), and ``_queries`` the one Query
+    object shared by every job that asks the same thing.  ``_cache_mutex``
+    guards the two; an answer is computed with it let go, so two workers
+    racing on a new Query at worst compute the same bytes twice, and the
+    first one kept wins.  Both dicts hold at most one entry per statistic,
+    question and state of the data.  (Each job's result is a file of its
+    own on disk: see ``storage``.)
     """
 
     def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore, *,
@@ -191,10 +193,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         self._keep_results = keep_results
         self._worker_index = {name: i for i, name in enumerate(pool.worker_names, 1)}
         self._cache_mutex = threading.Lock()
-        self._answers: Dict[Query, Tuple[bytes, str]] = {}
+        self._answers: Dict[Query, bytes] = {}
         self._queries: Dict[Query, Query] = {}
-        self._run_name = os.urandom(6).hex()
-        self._answer_names = itertools.count(1)
         self._mutex = threading.Lock()
         self._waiters: Dict[int, _Waiter] = {}   # by slot
         self._table = JobTable()
@@ -208,7 +208,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         """Own the results directory, read what an earlier run left there,
         and queue again the jobs it accepted and did not finish.  Raise
         storage.StoreError (DirectoryInUse) if it cannot be used."""
-        recovered = self._store.open(self._index.source)
+        recovered = self._store.open(self._index.source, self._unfinished_jobs)
         with self._mutex:
             self._next = recovered.next_number
         self._enter_recovered(recovered)
@@ -222,13 +222,15 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
 
         Raise QueryError for a bad body, storage.DiskFull when free space is
         below the floor, ShuttingDown after shutdown, QueueFull when the pool
-        is full, OSError if the journal cannot be written (the job then runs,
-        but its id is never given out).
+        is full, NoIdsLeft past the largest id, OSError if the journal cannot
+        be written (the job then runs, but its id is never given out).
         """
         query = self._shared(prepare(self._index, name, body))
         self._store.check_space()
         with self._mutex:
             number = self._next
+            if number > HIGHEST_JOB:
+                raise NoIdsLeft(f"no job ids left: job_id_{HIGHEST_JOB} was the last")
             self._queue(number, query)
             self._next += 1
         self._store.accept(AcceptedJob(number, name, query.question, query.state))
@@ -253,16 +255,24 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
                           queued=self._pool.queued())
 
     def _run(self, slot: int, number: int, query: Query) -> None:
-        """A job, as a pool task: compute, write the result, then say so."""
+        """A job, as a pool task: compute, write the result, then say so.
+        A job whose answer cannot be computed or kept (too large) fails
+        for good: its reason is kept on disk, and it does not run again at
+        the next start.  One whose result cannot be written (a full disk)
+        fails in this run only."""
         began = time.monotonic()
         self._mark_started(slot, number)
-        status, reason = DONE, None
+        status, reason, writing = DONE, None, False
         try:
-            self._store.write_result(number, *self._answer(query))
+            answer = self._answer(query)
+            writing = True
+            self._store.write_result(number, answer)
         except BaseException as exc:   # pylint: disable=broad-except
             # Anything, even SystemExit from a statistic: the job must end.
             log.exception("job_id_%d failed", number)
             status, reason = ERROR, f"job failed: {type(exc).__name__}: {exc}"
+            if not writing or isinstance(exc, ResultTooLarge):
+                self._keep_failure(number, reason)
         if self.slow_motion_ms:
             # Teaching only: make the job last long enough to be watched.
             time.sleep(max(0.0, began + self.slow_motion_ms / 1000 - time.monotonic()))
@@ -274,11 +284,15 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         with self._cache_mutex:
             return self._queries.setdefault(query, query)
 
-    def _answer(self, query: Query) -> Tuple[bytes, str]:
-        """The answer's JSON text, computed once per Query, and the name of
-        its one copy on disk: unique to this run and this Query (the next of
-        ``_answer_names``), so that no answer of another run or another data
-        file is ever taken for it."""
+    def _keep_failure(self, number: int, reason: str) -> None:
+        try:
+            self._store.record_failure(number, reason)
+        except OSError as exc:
+            log.error("job_id_%d: its failure cannot be kept (%s); it runs again at the"
+                      " next start", number, exc)
+
+    def _answer(self, query: Query) -> bytes:
+        """The answer's JSON text, computed once per Query."""
         with self._cache_mutex:
             answer = self._answers.get(query)
         if answer is not None:
@@ -290,11 +304,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
                                   " (infinite or not a number)") from exc
         data = text.encode("utf-8")
         with self._cache_mutex:
-            answer = self._answers.get(query)
-            if answer is None:
-                name = f"{self._run_name}-{next(self._answer_names)}"
-                answer = self._answers[query] = (data, name)
-        return answer
+            return self._answers.setdefault(query, data)
 
     def _mark_started(self, slot: int, number: int) -> None:
         worker = threading.current_thread().name
@@ -364,13 +374,13 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             reason = self._table.reasons.get(slot)
         if status == DONE:
             try:
-                data = self._store.read_result(number)
+                return JobResult("done", data_json=self._store.read_result(number))
             except OSError as exc:
-                return JobResult("error", reason=f"result file unreadable: "
-                                                 f"{exc.strerror or exc}")
-            if data != EXPIRED_MARK:
-                return JobResult("done", data_json=data)
-            status = EXPIRED   # since its status was read
+                with self._mutex:
+                    status = self._table.status[slot]
+                if status != EXPIRED:   # else it expired since its status was read
+                    return JobResult("error", reason=f"result file unreadable: "
+                                                     f"{exc.strerror or exc}")
         if status == EXPIRED:
             reason = self._expired_reason()
         return JobResult(COURSE_NAMES[status], reason=reason)
@@ -539,6 +549,18 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             return None
         return (f"{self._store.directory} holds {jobs} jobs from {earlier};"
                 f" numbering continues at {next_number}")
+
+    def _unfinished_jobs(self) -> Tuple[List[AcceptedJob], int]:
+        """The jobs accepted and not finished, and the highest id handed out
+        (for a journal re-created after a wipe: see journal.Unfinished)."""
+        table = self._table
+        with self._mutex:
+            open_jobs = [(table.numbers[slot], table.queries[slot])
+                         for slot in range(self._first_open, len(table))
+                         if table.status[slot] in UNFINISHED]
+            last = self._next - 1
+        return [AcceptedJob(number, query.name, query.question, query.state)
+                for number, query in open_jobs if query is not None], last
 
     def _watched(self) -> bool:
         """Is anyone listening to the events?  Checked before an event is

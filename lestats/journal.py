@@ -3,16 +3,26 @@ group commit that writes it.
 
 A line ``{"job": N, "statistic": ..., "question": ..., "state": ...}`` is
 written for each accepted job *before* its id is given out.  The journal is
-kept in segments, ``.journal-N.jsonl`` (N = 1, 2, ...) in the results
-directory; each starts with ``{"high": H}``: every id up to H has been given
-out, so numbering never goes back even when every job line is gone.  A
-segment whose jobs have all finished is deleted, so the journal stays about
-as large as the unfinished work.  ``read_journal`` reads them back at start.
+kept in segments, ``.journal-N.jsonl`` in the results directory; each starts
+with ``{"high": H}``: every id up to H has been given out, so numbering never
+goes back even when every job line is gone.  A segment whose jobs have all
+finished is deleted, so the journal stays about as large as the unfinished
+work.  ``read_journal`` reads them back at start, in any order (a job's
+lines all say the same; the high-water mark is the largest), so a segment
+number only has to be free: the next is the one after the largest in use,
+or, past MAX_SEGMENT, the lowest free one (``next_segment``), and every
+number the server can reach is one recovery reads.
 
 Durability: by default a line is in the operating system's cache when its
 id is given out, which survives the process being killed, not the machine
 losing power; with ``fsync`` it is on disk (``fdatasync``, once per batch of
 lines written together).
+
+If the segment is deleted (a wipe), the next batch starts a new one with
+the high-water mark *and a line for every job still unfinished*, after
+taking the directory back if it went too (see ``resultsdir``): whatever was
+accepted and not finished is in the journal again before the next id goes
+out.
 
 ``Journal`` is one of the project's Condition patterns (a leader/follower
 group commit): see its docstring.
@@ -23,11 +33,12 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .files import read_lines, write_all
 
@@ -38,7 +49,13 @@ SEGMENT_LINES = 10_000              # a segment is closed after this many job li
 MAX_LINE = 64 * 1024                # a longer journal line is not ours: skipped
 WARNINGS_SHOWN = 10                 # damaged lines logged one by one, then counted
 JOURNAL_TIMEOUT = 30.0              # seconds an append waits for its turn to be written
-SEGMENT = re.compile(r"\.journal-([1-9][0-9]{0,8})\.jsonl")
+SEGMENT = re.compile(r"\.journal-([1-9][0-9]{0,17})\.jsonl")
+MAX_SEGMENT = 10 ** 18 - 1          # the largest number SEGMENT matches
+SEGMENT_TRIES = 100                 # names tried when the next ones are taken (planted)
+
+Unfinished = Callable[[], Tuple[List["AcceptedJob"], int]]
+"""What the job layer tells a journal re-created after a wipe: the jobs
+accepted and not finished, and the highest id handed out so far."""
 
 
 class JournalError(OSError):
@@ -61,9 +78,24 @@ class AcceptedJob:
         return (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def segment_path(directory: str, number: int) -> str:
-    """Where segment ``number`` of the journal in ``directory`` lives."""
-    return os.path.join(directory, f".journal-{number}.jsonl")
+def segment_name(number: int) -> str:
+    """The name of segment ``number`` of the journal."""
+    return f".journal-{number}.jsonl"
+
+
+def following_segment(number: int) -> int:
+    """The segment number tried after ``number``: the next, or 1 past the last."""
+    return number + 1 if number < MAX_SEGMENT else 1
+
+
+def next_segment(taken: Set[int]) -> int:
+    """A segment number nothing in ``taken`` has: one past the largest, or
+    (past MAX_SEGMENT) the lowest free one."""
+    if not taken:
+        return 1
+    if max(taken) < MAX_SEGMENT:
+        return max(taken) + 1
+    return min(set(range(1, len(taken) + 2)) - taken)
 
 
 def _high_line(high: int) -> bytes:
@@ -102,37 +134,67 @@ def parse_journal_line(raw: bytes) -> Tuple[Optional[AcceptedJob], int, Optional
                        None if state is None else sys.intern(state)), number, None
 
 
-def read_journal(directory: str, finished: Set[int]
-                 ) -> Tuple[Dict[int, AcceptedJob], int, List[int]]:
-    """The jobs of every segment in ``directory`` that have not
-    ``finished``, the highest id the journal vouches for, and the segment
-    numbers.  Damaged lines are skipped with a warning.  Memory grows with
-    the unfinished jobs, not with the journal."""
-    segments = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            match = SEGMENT.fullmatch(entry.name)
-            if match and entry.is_file(follow_symlinks=False):
-                segments.append(int(match.group(1)))
-    segments.sort()
-    accepted: Dict[int, AcceptedJob] = {}
-    high, damaged = 0, 0
-    for segment in segments:
-        path = segment_path(directory, segment)
-        for number, line in read_lines(path, MAX_LINE):
+@dataclass
+class JournalContents:
+    """What ``read_journal`` found: the unfinished jobs by number, the
+    highest id vouched for and the segment that vouched for it, the
+    segments read (to delete once their lines are copied), and every
+    segment number in use (odd entries included: never reused)."""
+
+    accepted: Dict[int, AcceptedJob] = field(default_factory=dict)
+    high: int = 0
+    high_segment: str = ""
+    segments: List[int] = field(default_factory=list)
+    taken: Set[int] = field(default_factory=set)
+
+
+def read_journal(dir_fd: int, finished: Set[int],
+                 trusted: Callable[[Any], bool] = lambda info: True) -> JournalContents:
+    """The jobs of every segment in directory ``dir_fd`` that have not
+    ``finished``, and the rest of JournalContents.  Damaged lines are
+    skipped with a warning; so is a segment name that is not a regular file
+    or not ``trusted`` (its lstat: another user's, in a shared directory).
+    Memory grows with the unfinished jobs, not with the journal."""
+    found = _segments(dir_fd, trusted)
+    damaged = 0
+    for segment in found.segments:
+        name = segment_name(segment)
+        for number, line in read_lines(name, MAX_LINE, dir_fd):
             job, vouched, problem = (None, 0, "longer than 64 KiB") if line is None \
                 else parse_journal_line(line)
-            high = max(high, vouched)
+            if vouched > found.high:
+                found.high, found.high_segment = vouched, name
             if job is not None:
                 if job.number not in finished:
-                    accepted[job.number] = job
+                    found.accepted[job.number] = job
             elif problem is not None:
                 damaged += 1
                 if damaged <= WARNINGS_SHOWN:
-                    log.warning("journal %s line %d: %s; skipped", path, number, problem)
+                    log.warning("journal %s line %d: %s; skipped", name, number, problem)
     if damaged > WARNINGS_SHOWN:
         log.warning("journal: %d damaged lines skipped in all", damaged)
-    return accepted, high, segments
+    return found
+
+
+def _segments(dir_fd: int, trusted: Callable[[Any], bool]) -> JournalContents:
+    """The segments of directory ``dir_fd`` to read (sorted), and every
+    segment number taken (see read_journal)."""
+    found = JournalContents()
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            match = SEGMENT.fullmatch(entry.name)
+            if not match:
+                continue
+            found.taken.add(int(match.group(1)))
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or not trusted(info):
+                log.warning("journal: %s is %s; skipped", entry.name,
+                            "not a regular file" if not stat.S_ISREG(info.st_mode) else
+                            f"another user's (uid {info.st_uid})")
+            else:
+                found.segments.append(int(match.group(1)))
+    found.segments.sort()
+    return found
 
 
 # An entry's way through the journal.
@@ -213,7 +275,16 @@ class Journal:
         """Write ``job``'s line; return once it is written (and, with fsync
         on, on disk).  Raise JournalError if it could not be: the journal is
         then as it was."""
-        entry = _Entry(job.number, job.line())
+        self._commit(_Entry(job.number, job.line()))
+
+    def sync(self) -> None:
+        """Return once a batch has been through the segments' checks: if the
+        results directory was wiped, it is taken back (and the unfinished
+        jobs journaled again) by then.  Raise JournalError if it could not
+        be (DirectoryLost's message, if it is lost)."""
+        self._commit(_Entry(0, b""))
+
+    def _commit(self, entry: "_Entry") -> None:
         with self._mutex:
             batch, error = self._wait_for_turn(entry)
         if batch is not None:                     # this thread leads a batch
@@ -302,19 +373,20 @@ class Segments:
     batch: a failed or short write is cut back there (``ftruncate``), so no
     torn line is ever followed by another.  A segment is closed after
     SEGMENT_LINES lines; a closed one is deleted once every job in it has
-    finished.  Every new segment starts with the high-water mark ``_high``.
-    If the open segment was deleted (the results directory wiped whole), the
-    next write re-creates the directory, calls ``relock`` (a fresh lock
-    file) and starts a segment with the high-water mark.
+    finished.  Every new segment starts with the high-water mark ``_high``,
+    and is created with O_EXCL (a name taken by something else is skipped).
+    If the open segment was deleted, the next write starts a new one with
+    the high-water mark and every job ``unfinished`` names, in the results
+    directory taken back first if it was deleted too (``owner.reclaim``).
     """
 
-    def __init__(self, directory: str, fsync: bool, high: int, first: int, *,
-                 relock: Callable[[], None]):
-        self._directory = directory
+    def __init__(self, owner: Any, fsync: bool, high: int, first: int,
+                 unfinished: Unfinished):
+        self._owner = owner                # resultsdir.ResultsDirectory
         self._fsync = fsync
-        self._relock = relock
+        self._unfinished = unfinished
         self._high = high
-        self._number = first             # of the open segment
+        self._number = first               # of the open segment
         self._fd = -1
         self._size = 0
         self._lines = 0
@@ -322,7 +394,7 @@ class Segments:
 
     def start(self, lines: List[bytes]) -> None:
         """Open the first segment with ``lines`` (the unfinished jobs) in it."""
-        self._open(lines)
+        self._open(lines, self._owner.fd())
 
     def write(self, entries: List[_Entry], finished_below: int) -> Optional[OSError]:
         """Append the lines of ``entries``; on failure cut the segment back
@@ -335,25 +407,31 @@ class Segments:
         except OSError as exc:
             log.error("journal: %s", exc)
             return exc
-        data = b"".join(entry.line for entry in entries)
+        lines = [entry.line for entry in entries if entry.line]
+        if not lines:      # only syncs: the check was the point
+            return None
+        data = b"".join(lines)
         before = self._size
         try:
             write_all(self._fd, data)
             if self._fsync:
-                os.fdatasync(self._fd)
+                getattr(os, "fdatasync", os.fsync)(self._fd)   # macOS has no fdatasync
         except OSError as exc:
             self._cut_back(before)
-            log.error("journal write failed, %d line(s) refused: %s", len(entries), exc)
+            log.error("journal write failed, %d line(s) refused: %s", len(lines), exc)
             return exc
         self._size += len(data)
-        self._lines += len(entries)
+        self._lines += len(lines)
         self._high = max(self._high, max(entry.number for entry in entries))
         return None
 
     def close(self) -> None:
         """Close the open segment (re-created first if it was wiped)."""
         if self._fd >= 0:
-            self._check_still_there()
+            try:
+                self._check_still_there()
+            except OSError as exc:
+                log.error("journal: %s", exc)
             os.close(self._fd)
             self._fd = -1
 
@@ -366,12 +444,23 @@ class Segments:
                       self._number, exc)
             self._lines = SEGMENT_LINES
 
-    def _open(self, lines: List[bytes]) -> None:
-        """Start segment ``_number``: the high-water mark, then ``lines``, on
-        disk (fsynced) before the previous segment is let go."""
+    def _open(self, lines: List[bytes], dir_fd: int) -> None:
+        """Start a segment, at ``_number`` or the first free name after it,
+        in directory ``dir_fd``: the high-water mark, then ``lines``, on disk
+        (fsynced) before the previous segment is let go."""
         data = _high_line(self._high) + b"".join(lines)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        fd = os.open(segment_path(self._directory, self._number), flags, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        for _ in range(SEGMENT_TRIES):
+            try:
+                fd = os.open(segment_name(self._number), flags, 0o644, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                log.warning("journal: %s is taken by something this server did not"
+                            " write; skipped", segment_name(self._number))
+                self._number = following_segment(self._number)
+        else:
+            raise OSError(errno.EEXIST, f"{SEGMENT_TRIES} journal segment names in a row"
+                                        " are taken")
         try:
             write_all(fd, data)
             os.fsync(fd)
@@ -385,8 +474,9 @@ class Segments:
     def _rotate(self, finished_below: int) -> None:
         """Close the full segment, open the next, delete the finished ones."""
         self._closed.append((self._number, self._high))
-        self._number += 1
-        self._open([])
+        self._number = following_segment(self._number)
+        directory = self._owner.fd()
+        self._open([], directory)
         finished = [item for item in self._closed if item[1] < finished_below]
         if not finished:
             return
@@ -394,19 +484,30 @@ class Segments:
             os.sync()   # the results of those jobs, before their lines go
         for number, _ in finished:
             try:
-                os.unlink(segment_path(self._directory, number))
+                os.unlink(segment_name(number), dir_fd=directory)
             except FileNotFoundError:
                 pass
         self._closed = [item for item in self._closed if item not in finished]
 
     def _check_still_there(self) -> None:
-        """If the open segment was deleted (the directory wiped), re-create
-        the directory, its lock and a segment with the high-water mark."""
+        """If the open segment was deleted (a wipe), start a new one with
+        the high-water mark and the unfinished jobs, taking the directory
+        back first if it went too."""
         if os.fstat(self._fd).st_nlink > 0:
             return
-        log.warning("the journal in %s was deleted; re-creating it (ids continue above %d)",
-                    self._directory, self._high)
-        os.makedirs(self._directory, exist_ok=True)
-        self._relock()
+        directory = self._owner.fd()      # DirectoryLost if it is lost already
+        jobs, last_id = self._unfinished()
+        self._high = max(self._high, last_id)
+        lines = [job.line() for job in jobs]
         self._closed = []
-        self._open([])
+        self._number = following_segment(self._number)
+        if self._owner.deleted(directory):
+            log.warning("the results directory %s was deleted; re-creating it with %d"
+                        " unfinished job(s) (ids continue above %d)", self._owner.path,
+                        len(lines), self._high)
+            self._owner.reclaim(lambda fd: self._open(lines, fd))
+        else:
+            log.warning("the journal in %s was deleted; re-creating it with %d unfinished"
+                        " job(s) (ids continue above %d)", self._owner.path, len(lines),
+                        self._high)
+            self._open(lines, directory)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .http11 import ApiError, Reply, Request
-from .jobs import JobManager, QueueFull, ShuttingDown, UnknownJob
+from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
 from .watch import live_page
-from .watch.events import SseStream, TooManyStreams
+from .watch.events import SseStream
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ def post_statistic(name: str) -> Handler:
         except DiskFull as exc:
             raise ApiError(507, f"not enough free disk space to record the job: "
                                 f"{exc.strerror}") from exc
+        except NoIdsLeft as exc:
+            raise ApiError(507, str(exc)) from exc
         except OSError as exc:   # the journal could not be written: no id is given out
             log.error("cannot record a %s job: %s", name, exc)
             raise ApiError(500, f"cannot record the job: {exc.strerror or exc}") from exc
@@ -146,10 +148,15 @@ def get_num_jobs(jobs: JobManager, _request: Request) -> Reply:
     return Reply(200, {"num_jobs": jobs.num_jobs()})
 
 
-def graceful_shutdown(jobs: JobManager, _request: Request) -> Reply:
+def graceful_shutdown(jobs: JobManager, request: Request) -> Reply:
     """``GET /api/graceful_shutdown``: starts the drain the first time;
     every call says whether jobs remain."""
     jobs.shutdown()
+    return graceful_shutdown_head(jobs, request)
+
+
+def graceful_shutdown_head(jobs: JobManager, _request: Request) -> Reply:
+    """``HEAD /api/graceful_shutdown``: what GET answers, without starting the drain."""
     return Reply(200, {"status": "running" if jobs.num_jobs() else "done"})
 
 
@@ -167,12 +174,18 @@ def get_events(jobs: JobManager, _request: Request) -> Reply:
     """``GET /api/events``: Server-Sent Events until the server stops."""
     if jobs.events is None:
         raise ApiError(404, "Not found: this server publishes no events")
-    try:
-        subscription = jobs.events.subscribe()
-    except TooManyStreams as exc:
-        raise ApiError(503, str(exc), headers=[("Retry-After", "5")]) from exc
     return Reply(200, content_type="text/event-stream",
-                 headers=[("Cache-Control", "no-store")], chunks=SseStream(subscription))
+                 headers=[("Cache-Control", "no-store")],
+                 chunks=SseStream(jobs.events.subscribe()))
+
+
+def get_events_head(jobs: JobManager, _request: Request) -> Reply:
+    """``HEAD /api/events``: the stream's head, without subscribing (a HEAD
+    changes nothing, and a subscription takes one of the streams' places)."""
+    if jobs.events is None:
+        raise ApiError(404, "Not found: this server publishes no events")
+    return Reply(200, content_type="text/event-stream",
+                 headers=[("Cache-Control", "no-store")], chunks=iter(()))
 
 
 def live_page_handler(page: bytes) -> Handler:
@@ -187,11 +200,14 @@ def live_page_handler(page: bytes) -> Handler:
 class Route:
     """One line of the route table.  A ``path`` ending in ``{job_id}`` matches
     any path that starts with what comes before it; the rest is passed to the
-    handler as ``Request.param``."""
+    handler as ``Request.param``.  HEAD is answered by a GET route: by
+    ``head`` if it has one (for a handler that changes something, which a
+    HEAD must not), else by ``handler``, without the body."""
 
     method: str
     path: str
     handler: Handler
+    head: Optional[Handler] = None
 
     @property
     def takes_param(self) -> bool:
@@ -213,10 +229,10 @@ ROUTES: Tuple[Route, ...] = tuple(
     Route("GET", "/api/jobs", get_jobs),
     Route("GET", "/api/jobs/" + JOB_ID_PARAM, get_job_record),
     Route("GET", "/api/num_jobs", get_num_jobs),
-    Route("GET", "/api/graceful_shutdown", graceful_shutdown),
+    Route("GET", "/api/graceful_shutdown", graceful_shutdown, head=graceful_shutdown_head),
     Route("GET", "/api/questions", get_questions),
     Route("GET", "/api/pool", get_pool),
-    Route("GET", "/api/events", get_events),
+    Route("GET", "/api/events", get_events, head=get_events_head),
     Route("GET", "/", live_page_handler(live_page())),
 )
 

@@ -1,76 +1,74 @@
-"""What jobs leave on disk: the results directory, its owner, the result
-files, and what a start finds there.
+"""What jobs leave on disk: the result files, and what a start finds there.
 
-Everything lives in the results directory, which has exactly one owner:
+Everything lives in the results directory, which has exactly one owner and
+is worked on through a descriptor, never through its path (``resultsdir``):
 
-* ``.lestats.lock``: the owner holds an exclusive ``flock`` on it and keeps
-  its pid and data file in it (``ResultsDirectory``).  A second server on
-  the same directory finds it locked and stops before it has read or
-  changed anything else.
+* ``.lestats.lock``: the owner's pid and data file.
 * ``.journal-N.jsonl``: the journal of accepted jobs (``journal``).
-* ``job_id_N.json``: job N's result, written to a temporary file (created
-  with O_EXCL|O_NOFOLLOW) and renamed into place, so a reader sees no file or
-  the whole file.  It is a hard link to ``.answers/<name>.json``, the one
-  copy of that answer (named by the job layer, once per question per run),
-  so that asking the same thing again and again does not fill the disk;
-  copies no result links to any more are deleted at start.  Results are not
-  fsynced one by one: the journal is the durable record, and a job whose
-  result is missing (or not valid JSON after a power cut) is simply run
-  again at start.
+* ``job_id_N.json``: job N's result, a file of its own (no other job's
+  result shares it: a write to or damage of one result file changes that
+  job alone).  It is written to a temporary file (created with
+  O_EXCL|O_NOFOLLOW) and renamed into place, so a reader sees no file or the
+  whole file.  A result larger than ``max_result`` (64 MiB) is never
+  written: the job fails instead.  Results are not fsynced one by one: the
+  journal is the durable record, and a job whose result is missing (or not
+  valid JSON after a power cut) is simply run again at start.
+* ``job_id_N.error``: job N failed while computing; the file holds the
+  reason, so the job is not run again at every start.
+* ``job_id_N.expired``: an empty mark, made when ``--keep-results`` deletes
+  job N's result, so that a restart still answers 410 for it (an empty
+  file takes a name and an inode, no data block).
 
 The lock and the journal are dot files, so the course checker's
-``rm -rf results/*`` leaves them alone.  If they are deleted all the same
-(the directory wiped whole), the journal notices at its next write and
-re-creates the directory, the lock and a segment with the high-water mark;
-a result written meanwhile re-creates the directory too.
+``rm -rf results/*`` leaves them alone.  A wipe of the whole directory is
+``resultsdir``'s and the journal's business: a result write that finds its
+directory deleted asks the journal to take it back, then writes once more.
 
 ``JobStore`` is what the job layer uses: ``open`` (take the directory and
 recover), then ``accept``, ``write_result``, ``read_result``... from any
-thread.  Nothing here is shared between threads but the journal, which
-locks for itself, and the file system.
+thread.  Nothing here is shared between threads but the journal and the
+directory, which lock for themselves, and the file system.  ``_owner`` and
+``_journal`` are set by ``open`` before any other thread uses the store.
 """
 
 import errno
-import fcntl
 import json
 import logging
 import os
 import re
 import stat
-import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
-from .files import create_exclusive, open_no_follow, write_all
-from .journal import (AcceptedJob, Journal, Segments, read_journal,
-                      segment_path)
+from .files import TooLarge, create_exclusive, read_regular, write_all
+from .journal import (HIGHEST_JOB, AcceptedJob, Journal, Segments, Unfinished,
+                      next_segment, read_journal, segment_name)
+from .resultsdir import (LOCK_NAME, DirectoryInUse, DirectoryLost, ResultsDirectory,
+                         StoreError)
+
+__all__ = ["LOCK_NAME", "MAX_RESULT", "DirectoryInUse", "DirectoryLost", "DiskFull",
+           "JobStore", "Recovered", "ResultTooLarge", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lestats.lock"
-ANSWERS = ".answers"                # one file per distinct answer; results link to them
-_RESULT_FILE = re.compile(r"job_id_([1-9][0-9]{0,17})\.json")
-_TEMP_FILE = re.compile(r"\.job_id_[1-9][0-9]{0,17}\.json\.tmp")
-MAX_RESULT = 64 * 1024 * 1024       # a larger result file is not ours: refused
+_ENTRY = re.compile(r"job_id_([1-9][0-9]{0,17})\.(json|error|expired)")
+_TEMP_FILE = re.compile(r"\.job_id_[1-9][0-9]{0,17}\.(json|error)\.tmp")
+MAX_RESULT = 64 * 1024 * 1024       # a larger answer is not served: the job fails
+MAX_REASON = 4096                   # bytes of a failed job's reason kept on disk
 MIB = 1024 * 1024
 EXPIRED_MARK = b'{"expired": "result deleted (--keep-results)"}\n'
-"""What an expired job's result file holds: a hard link to one shared copy,
-so an expired result takes a name and no space, and a restart knows the
-job expired (a missing result would make it run again)."""
-_EXPIRED_ANSWER = "expired"         # the shared copy's name in .answers/
+"""What an expired job's result file held before expiry marks were files of
+their own (read at start, never written any more)."""
 _VALID, _EXPIRED = None, "expired"  # _result_state's answers besides a problem
-
-
-class StoreError(Exception):
-    """The results directory cannot be used; the message says why, in one line."""
-
-
-class DirectoryInUse(StoreError):
-    """Another server owns the results directory."""
+T = TypeVar("T")
 
 
 class DiskFull(OSError):
     """Less free space than the floor: a job would not be recorded safely."""
+
+
+class ResultTooLarge(ValueError):
+    """An answer is larger than a result file may be."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +76,12 @@ class Recovered:
     """What a start finds in the results directory.
 
     ``finished``: job numbers with a valid result; ``failed``: job numbers
-    whose result file is damaged and that cannot run again (no journal line),
-    with the reason; ``pending``: accepted jobs without a valid result, to run
-    again; ``next_number``: the first id never given out; ``earlier_data``:
-    the data file the previous owner served, if it said; ``expired``: job
-    numbers whose result holds EXPIRED_MARK.
+    that failed (their reason recorded) or whose result file is damaged and
+    that cannot run again (no journal line), with the reason; ``pending``:
+    accepted jobs without a result, to run again; ``next_number``: the first
+    id never given out; ``earlier_data``: the data file the previous owner
+    served, if it said; ``expired``: job numbers whose result was deleted
+    by ``--keep-results``.
     """
 
     finished: List[int]
@@ -93,92 +92,27 @@ class Recovered:
     expired: List[int] = field(default_factory=list)
 
 
-class ResultsDirectory:
-    """The one-owner lock of a results directory (see the module docstring).
+@dataclass
+class _Scan:
+    """The job files a start finds, by job number, and the largest number
+    any of them (odd ones included) has, with its name."""
 
-    ``take`` locks, or raises DirectoryInUse naming the owner's pid without
-    having changed anything; ``relock`` takes a fresh lock file after the
-    directory was wiped.  Only the thread that opens the store and, later,
-    the journal's leader use it, one at a time.
-    """
-
-    def __init__(self, directory: str, data_source: str):
-        self.directory = directory
-        self.data_source = data_source
-        self.earlier_data: Optional[str] = None
-        self._fd = -1
-
-    def take(self) -> None:
-        """Make sure the directory exists and is private enough, and lock it."""
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-            mode = os.stat(self.directory).st_mode
-        except OSError as exc:
-            raise StoreError(f"results directory {self.directory}: "
-                             f"{exc.strerror or exc}") from exc
-        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-            raise StoreError(f"results directory {self.directory} is writable by every user"
-                             " and has no sticky bit; use a private directory"
-                             f" (chmod o-w {self.directory})")
-        self._lock(first=True)
-
-    def relock(self) -> None:
-        """Lock a re-created lock file (the old one was deleted with the directory)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        try:
-            self._lock(first=False)
-        except StoreError as exc:
-            raise OSError(errno.EBUSY, str(exc)) from exc
-
-    def release(self) -> None:
-        """Unlock (the lock file stays, saying who served what)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def _lock(self, first: bool) -> None:
-        path = os.path.join(self.directory, LOCK_NAME)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            raise StoreError(f"results directory {self.directory}: cannot open {LOCK_NAME}: "
-                             f"{exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            owner = _read_owner(fd).get("pid", "unknown")
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                raise DirectoryInUse(f"results directory {self.directory} is in use by "
-                                     f"another lestats server (pid {owner})") from exc
-            raise StoreError(f"results directory {self.directory}: cannot lock "
-                             f"{LOCK_NAME}: {exc.strerror or exc}") from exc
-        if first:
-            earlier = _read_owner(fd).get("data")
-            self.earlier_data = earlier if isinstance(earlier, str) else None
-        note = json.dumps({"pid": os.getpid(), "data": self.data_source}).encode("utf-8")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note + b"\n", 0)
-        self._fd = fd
-
-
-def _read_owner(fd: int) -> dict:
-    try:
-        owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        return {}
-    return owner if isinstance(owner, dict) else {}
+    valid: Set[int] = field(default_factory=set)
+    expired: Set[int] = field(default_factory=set)
+    errors: Dict[int, str] = field(default_factory=dict)
+    damaged: Dict[int, str] = field(default_factory=dict)
+    highest: Tuple[int, str] = (0, "")
 
 
 class JobStore:
-    """The journal and the result files of one results directory.
+    """The journal and the job files of one results directory.
 
     ``open`` takes the directory, recovers what an earlier run left and
     starts the journal; then ``accept``, ``write_result``, ``read_result``,
-    ``expire_result`` and ``remove_result`` may be called from any thread.
+    ``record_failure`` and ``expire_result`` may be called from any thread.
     File names are only ever built from an int, never from a client's text.
+    A store that was never opened (the bug lab's) reads and writes its
+    directory as it finds it, without owning it.
     """
 
     def __init__(self, directory: "os.PathLike[str] | str", fsync: bool = False,
@@ -186,20 +120,27 @@ class JobStore:
         self.directory = os.fspath(directory)
         self.fsync = fsync
         self.min_free_bytes = int(min_free_mb * MIB)
+        self.max_result = MAX_RESULT
         self._owner: Optional[ResultsDirectory] = None
         self._journal: Optional[Journal] = None
 
-    def open(self, data_source: str = "") -> Recovered:
+    def open(self, data_source: str = "",
+             unfinished: Unfinished = lambda: ([], 0)) -> Recovered:
         """Own the directory, read what an earlier run left, rewrite the
         journal with just the unfinished jobs and start it.  Raise
         DirectoryInUse (changing nothing) if another server owns it, and
-        StoreError if it cannot be used."""
-        self._owner = ResultsDirectory(self.directory, data_source)
-        self._owner.take()
+        StoreError if it cannot be used.  ``unfinished`` is what the journal
+        asks if the directory is wiped (see journal.Unfinished)."""
+        owner = ResultsDirectory(self.directory, data_source)
+        owner.take()
+        self._owner = owner
         try:
-            return self._recover()
+            return self._recover(owner, unfinished)
+        except StoreError:
+            owner.release()
+            raise
         except OSError as exc:
-            self._owner.release()
+            owner.release()
             raise StoreError(f"results directory {self.directory}: "
                              f"{exc.strerror or exc}") from exc
 
@@ -216,9 +157,9 @@ class JobStore:
         if not self.min_free_bytes:
             return
         try:
-            info = os.statvfs(self.directory)
+            info = os.statvfs(self._owner.fd())
         except OSError:
-            return   # wiped: the journal re-creates it; a write would say what is wrong
+            return   # lost or gone: the journal's write says what is wrong
         free = info.f_bavail * info.f_frsize
         if free < self.min_free_bytes:
             raise DiskFull(errno.ENOSPC, f"only {free / MIB:.1f} MiB free in {self.directory},"
@@ -233,163 +174,168 @@ class JobStore:
         self._journal.finished_below(number)
 
     def result_path(self, number: int) -> str:
-        """Where the result of job ``number`` lives."""
+        """Where the result of job ``number`` is (for people; the store
+        itself never opens a path)."""
         return os.path.join(self.directory, f"job_id_{number}.json")
 
-    def write_result(self, number: int, answer: bytes, digest: Optional[str] = None) -> None:
+    def write_result(self, number: int, answer: bytes, kind: str = "json") -> None:
         """Store ``answer`` (JSON text) as job ``number``'s result: a reader
-        finds no file or the whole file.
+        finds no file or the whole file.  ResultTooLarge if it is larger
+        than ``max_result``.  (``kind`` "error" is ``record_failure``'s.)"""
+        if len(answer) > self.max_result:
+            raise ResultTooLarge(f"the answer is {len(answer) / MIB:.1f} MiB, more than the"
+                                 f" {self.max_result / MIB:g} MiB a result may have")
+        name, temp = f"job_id_{number}.{kind}", f".job_id_{number}.{kind}.tmp"
 
-        With ``digest`` (a name that stands for this answer's content and no
-        other: the job layer gives one per question per run), the result is a
-        hard link to the one copy of that answer in ``.answers/``,
-        so a thousand jobs asking the same thing take one answer's space on
-        disk; where hard links cannot be made, it is a copy of its own.
-        """
-        temp = os.path.join(self.directory, f".job_id_{number}.json.tmp")
-        if digest is None or not self._link_shared(digest, answer, temp):
-            self._write_new(temp, answer)
-        os.replace(temp, self.result_path(number))
-
-    def _link_shared(self, digest: str, answer: bytes, temp: str) -> bool:
-        """Link ``temp`` to the shared copy of the answer, writing that copy
-        first if there is none; False if this file system will not link."""
-        shared = os.path.join(self.directory, ANSWERS, f"{digest}.json")
-        for _ in range(3):
+        def write(fd: int) -> None:
+            out = create_exclusive(temp, fd)
             try:
-                os.link(shared, temp, follow_symlinks=False)
-                return True
-            except FileExistsError:     # left by a crash, or planted
-                os.unlink(temp)
-            except OSError as exc:
-                # A new answer (or the copies were wiped), or a copy with as
-                # many links as the file system allows (65,000 on ext4): a
-                # fresh copy takes its name; the old links keep the old one.
-                if exc.errno not in (errno.ENOENT, errno.EMLINK):
-                    return False        # no hard links on this file system
-                os.makedirs(os.path.dirname(shared), exist_ok=True)
-                fresh = f"{shared}.{threading.get_ident()}.tmp"
-                self._write_new(fresh, answer)
-                os.replace(fresh, shared)
-        return False
+                write_all(out, answer)
+            except OSError:
+                os.close(out)
+                os.unlink(temp, dir_fd=fd)   # a full disk keeps nothing half written
+                raise
+            os.close(out)
+            os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)   # one step: none or all
+        self._in_directory(write, writes=True)
 
-    def _write_new(self, temp: str, answer: bytes) -> None:
-        try:
-            fd = create_exclusive(temp)
-        except FileNotFoundError:   # the directory was wiped
-            os.makedirs(os.path.dirname(temp), exist_ok=True)
-            fd = create_exclusive(temp)
-        try:
-            write_all(fd, answer)
-        finally:
-            os.close(fd)
+    def record_failure(self, number: int, reason: str) -> None:
+        """Keep job ``number``'s failure, so a restart does not run it again."""
+        self.write_result(number, reason.encode("utf-8")[:MAX_REASON], kind="error")
 
     def read_result(self, number: int) -> bytes:
-        """The JSON text of job ``number``'s result (a regular file only)."""
-        fd = open_no_follow(self.result_path(number), os.O_RDONLY)
-        with os.fdopen(fd, "rb") as result:
-            return result.read(MAX_RESULT)
+        """The JSON text of job ``number``'s result, whole (a regular file
+        only; TooLarge over ``max_result``)."""
+        return self._in_directory(
+            lambda fd: read_regular(f"job_id_{number}.json", self.max_result, fd))
 
     def expire_result(self, number: int) -> None:
-        """Replace job ``number``'s result by EXPIRED_MARK (result retention)."""
-        self.write_result(number, EXPIRED_MARK, _EXPIRED_ANSWER)
+        """Delete job ``number``'s result, leaving its expiry mark (result retention)."""
+        def expire(fd: int) -> None:
+            os.close(create_exclusive(f"job_id_{number}.expired", fd))
+            try:
+                os.unlink(f"job_id_{number}.json", dir_fd=fd)
+            except FileNotFoundError:
+                pass
+        self._in_directory(expire, writes=True)
 
-    def remove_result(self, number: int) -> None:
-        """Delete job ``number``'s result (a damaged one, to run the job again)."""
+    def _in_directory(self, action: Callable[[int], T], writes: bool = False) -> T:
+        """``action(fd)`` in the results directory.  A write that finds the
+        directory deleted has the journal take it back (or say it is lost),
+        then runs once more there."""
+        owner = self._owner
+        if owner is None:   # never opened: the directory as it is, not owned
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                return action(fd)
+            finally:
+                os.close(fd)
+        fd = owner.fd()
         try:
-            os.unlink(self.result_path(number))
+            return action(fd)
         except FileNotFoundError:
-            pass
+            if not writes or self._journal is None or not owner.deleted(fd):
+                raise
+        log.warning("a write found the results directory %s deleted", self.directory)
+        self._journal.sync()   # the journal's leader takes it back, or it is lost
+        return action(owner.fd())
 
     # -- recovery ---------------------------------------------------------------
 
-    def _recover(self) -> Recovered:
-        results, expired, damaged = self._scan_results(self._prune_answers())
-        accepted, high, segments = read_journal(self.directory, {*results, *expired})
-        pending = [job for _, job in sorted(accepted.items())]
+    def _recover(self, owner: ResultsDirectory, unfinished: Unfinished) -> Recovered:
+        fd = owner.fd()
+        scan = self._scan(fd, owner)
+        journal = read_journal(fd, {*scan.valid, *scan.expired, *scan.errors}, owner.trusted)
+        pending = [job for _, job in sorted(journal.accepted.items())]
         for job in pending:
-            if job.number in damaged:
+            if job.number in scan.damaged:
                 log.warning("job_id_%d: result %s; running it again", job.number,
-                            damaged.pop(job.number))
-                self.remove_result(job.number)
-        for number, reason in damaged.items():
+                            scan.damaged.pop(job.number))
+                os.unlink(f"job_id_{job.number}.json", dir_fd=fd)
+        for number, reason in scan.damaged.items():
             log.warning("job_id_%d: result %s, and it is not in the journal", number, reason)
-        highest = max([high, *results, *expired, *damaged])
-        files = Segments(self.directory, self.fsync, highest, max(segments, default=0) + 1,
-                         relock=self._owner.relock)
+        highest, where = max(scan.highest, (journal.high, f"the journal ({journal.high_segment})"))
+        if highest >= HIGHEST_JOB:
+            raise StoreError(f"results directory {self.directory}: no job ids left above"
+                             f" job_id_{highest} (from {where}); delete that entry or use"
+                             " another directory")
+        files = Segments(owner, self.fsync, highest, next_segment(journal.taken), unfinished)
         files.start([job.line() for job in pending])
         self._journal = Journal(files)
-        for segment in segments:
-            os.unlink(segment_path(self.directory, segment))
-        failed = {number: f"result file {reason}" for number, reason in damaged.items()}
-        return Recovered(sorted(results), failed, pending, highest + 1,
-                         self._owner.earlier_data, sorted(expired))
+        for segment in journal.segments:
+            os.unlink(segment_name(segment), dir_fd=fd)
+        failed = {number: f"result file {reason}" for number, reason in scan.damaged.items()}
+        failed.update(scan.errors)
+        return Recovered(sorted(scan.valid), failed, pending, highest + 1,
+                         owner.earlier_data, sorted(scan.expired))
 
-    def _prune_answers(self) -> Dict[Tuple[int, int], Optional[str]]:
-        """Delete the shared answers no result links to any more, damaged
-        ones (a result would be linked to them again) and leftovers; return
-        the state (see _result_state) of those kept, by (device, inode)."""
-        kept: Dict[Tuple[int, int], Optional[str]] = {}
-        try:
-            entries = list(os.scandir(os.path.join(self.directory, ANSWERS)))
-        except FileNotFoundError:
-            return kept
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                log.warning("%s: a directory among the answers; left alone", entry.path)
-                continue
-            info = entry.stat(follow_symlinks=False)
-            state = "leftover" if entry.name.endswith(".tmp") or not entry.is_file(
-                follow_symlinks=False) or info.st_nlink == 1 else self._result_state(entry.path)
-            if state in (_VALID, _EXPIRED):
-                kept[info.st_dev, info.st_ino] = state
-            else:
-                os.unlink(entry.path)
-        return kept
-
-    def _scan_results(self, states: Dict[Tuple[int, int], Optional[str]]
-                      ) -> Tuple[List[int], List[int], Dict[int, str]]:
-        """Valid, expired and damaged result files; stale temporary files
-        removed.  ``states`` (by inode, see _prune_answers) saves reading the
-        shared answers again: results that are links to one are read once."""
-        valid, expired, damaged = [], [], {}
-        with os.scandir(self.directory) as entries:
+    def _scan(self, fd: int, owner: ResultsDirectory) -> _Scan:
+        """The job files of directory ``fd``; leftovers of a crash removed,
+        odd entries skipped with a warning each."""
+        found = _Scan()
+        with os.scandir(fd) as entries:
             for entry in entries:
-                match = _RESULT_FILE.fullmatch(entry.name)
+                match = _ENTRY.fullmatch(entry.name)
                 if match:
+                    number = int(match.group(1))
+                    found.highest = max(found.highest, (number, entry.name))
                     info = entry.stat(follow_symlinks=False)
-                    inode = (info.st_dev, info.st_ino)
-                    if inode not in states:
-                        states[inode] = self._result_state(entry.path)
-                    state = states[inode]
-                    if state is _VALID:
-                        valid.append(int(match.group(1)))
-                    elif state == _EXPIRED:
-                        expired.append(int(match.group(1)))
-                    else:
-                        damaged[int(match.group(1))] = state
+                    if self._usable(entry.name, info, owner):
+                        self._classify(entry.name, number, match.group(2), fd, found)
                 elif _TEMP_FILE.fullmatch(entry.name):
-                    if entry.is_dir(follow_symlinks=False):
-                        log.warning("%s: a directory named like a temporary file; left alone",
-                                    entry.path)
-                    else:
-                        os.unlink(entry.path)   # a write cut short by a crash
-        return valid, expired, damaged
+                    info = entry.stat(follow_symlinks=False)
+                    if self._usable(entry.name, info, owner):
+                        os.unlink(entry.name, dir_fd=fd)   # a write cut short by a crash
+        for number in found.expired & found.valid:        # an expiry cut short by a crash
+            os.unlink(f"job_id_{number}.json", dir_fd=fd)
+        found.valid -= found.expired
+        for number in {*found.valid, *found.expired}:
+            found.errors.pop(number, None)
+        for number in {*found.valid, *found.expired, *found.errors}:
+            found.damaged.pop(number, None)
+        return found
 
     @staticmethod
-    def _result_state(path: str) -> Optional[str]:
+    def _usable(name: str, info: os.stat_result, owner: ResultsDirectory) -> bool:
+        """A regular file this server may have written; else False, with a warning."""
+        if not stat.S_ISREG(info.st_mode):
+            log.warning("%s in %s is not a regular file; skipped", name, owner.path)
+            return False
+        if not owner.trusted(info):
+            log.warning("%s in %s belongs to another user (uid %d); skipped", name,
+                        owner.path, info.st_uid)
+            return False
+        return True
+
+    def _classify(self, name: str, number: int, kind: str, fd: int, found: _Scan) -> None:
+        if kind == "expired":
+            found.expired.add(number)
+        elif kind == "error":
+            try:
+                reason = read_regular(name, MAX_REASON, fd).decode("utf-8", "replace")
+            except OSError as exc:
+                reason = f"failed (its reason cannot be read: {exc.strerror or exc})"
+            found.errors[number] = reason or "failed"
+        else:
+            state = self._result_state(name, fd)
+            if state is _VALID:
+                found.valid.add(number)
+            elif state == _EXPIRED:
+                found.expired.add(number)
+            else:
+                found.damaged[number] = state
+
+    def _result_state(self, name: str, fd: int) -> Optional[str]:
         """_VALID (None) for a result file we wrote, _EXPIRED for one that
         holds EXPIRED_MARK, else what is wrong with it."""
         try:
-            fd = open_no_follow(path, os.O_RDONLY)
+            data = read_regular(name, self.max_result, fd)
+        except TooLarge:
+            return "is too large"
         except OSError as exc:
             return f"cannot be read ({exc.strerror or exc})"
-        with os.fdopen(fd, "rb") as result:
-            data = result.read(MAX_RESULT + 1)
         if not data:
             return "is empty"
-        if len(data) > MAX_RESULT:
-            return "is too large"
         if data == EXPIRED_MARK:
             return _EXPIRED
         try:

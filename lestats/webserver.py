@@ -161,7 +161,8 @@ class RequestHandler(socketserver.BaseRequestHandler):
         not JSON: a failure); or, with the error, the JSON answer of an
         ApiError or of a failure (500)."""
         try:
-            reply = route.handler(self.server.jobs, request)
+            handler = route.head if head.method == "HEAD" and route.head else route.handler
+            reply = handler(self.server.jobs, request)
             if reply.chunks is None and not isinstance(reply.payload, bytes):
                 payload = json.dumps(reply.payload, allow_nan=False).encode("utf-8")
                 reply = dataclasses.replace(reply, payload=payload)

@@ -242,3 +242,17 @@ def connection_thread(sock, timeout=5.0):
                 return thread
         time.sleep(0.01)   # the accept loop has not started it yet
     raise AssertionError(f"no thread {name}")
+
+
+def descriptors_on(path):
+    """This process's open descriptors on files under ``path`` (other
+    threads' descriptors elsewhere cannot disturb the count)."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue   # closed meanwhile
+        if target.startswith(str(path)):
+            found.add(int(name))
+    return found

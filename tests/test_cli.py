@@ -106,7 +106,9 @@ def test_a_port_in_use_is_one_line_and_status_2(tmp_path, capsys, tiny_csv):
         port = taken.getsockname()[1]
         assert main(["--data", str(tiny_csv), "--port", str(port), "--log-file",
                      str(tmp_path / "log"), "--results-dir", str(tmp_path / "r")]) == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(capsys)
+    error = one_line_error(capsys)
+    assert f"cannot listen on 127.0.0.1:{port}" in error
+    assert "choose another with --port" in error and "AirPlay" in error   # issue 17 (13)
 
 
 def test_a_bad_worker_variable_is_one_line_and_status_2(tmp_path, capsys, tiny_csv,
@@ -138,6 +140,107 @@ def test_a_start_that_fails_leaves_the_log_as_it_found_it(tmp_path, capsys, tiny
                      "--results-dir", str(tmp_path / "r")]) == 2
     one_line_error(capsys)
     assert logger.handlers == before
+
+
+# -- issue 17: what the server opens where its user says, and its one lines ---------------
+
+def run_py(tmp_path, *args, prelude="", timeout=60):
+    """``python3 run.py ARGS`` (after ``prelude``, Python run first), with its
+    results and log in ``tmp_path``; the finished process.  A server that
+    would serve instead of refusing is stopped by the timeout, and the test
+    fails on it."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); {prelude}\n"
+            "from lestats.cli import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run(
+        [sys.executable, "-c", code, "--port", "0", "--results-dir", str(tmp_path / "results"),
+         "--log-file", str(tmp_path / "log"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path, check=False)
+
+
+def refused_in_one_line(finished):
+    assert finished.returncode == 2, finished.stderr
+    assert finished.stderr.count("\n") == 1 and finished.stderr.startswith("lestats: error: ")
+    assert "Traceback" not in finished.stderr
+    return finished.stderr
+
+
+def identity(path):
+    """What a write would change (not the access time a read changes)."""
+    info = path.stat()
+    return info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+@pytest.fixture
+def root_secret(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root's")
+    secret.chmod(0o600)
+    return secret
+
+
+def test_a_trace_path_planted_as_a_link_is_refused_and_its_target_untouched(
+        tmp_path, tiny_csv, root_secret):
+    trace = tmp_path / "trace.json"
+    trace.symlink_to(root_secret)
+    before = identity(root_secret)
+    error = refused_in_one_line(run_py(tmp_path, "--data", str(tiny_csv), "--trace", str(trace)))
+    assert f"--trace {trace}: is a symbolic link (not followed)" in error
+    assert identity(root_secret) == before and root_secret.read_text() == "root's"
+
+
+def test_a_trace_path_that_is_a_hard_link_is_refused(tmp_path, tiny_csv, root_secret):
+    os.link(root_secret, tmp_path / "trace.json")
+    error = refused_in_one_line(run_py(tmp_path, "--data", str(tiny_csv), "--trace",
+                                       str(tmp_path / "trace.json")))
+    assert "has other hard links" in error and root_secret.read_text() == "root's"
+
+
+@pytest.mark.parametrize("option", ["--trace", "--data"])
+def test_a_fifo_for_trace_or_data_is_refused_at_once(tmp_path, tiny_csv, option):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = ["--data", str(tiny_csv)] if option == "--trace" else []
+    error = refused_in_one_line(run_py(tmp_path, *args, option, str(fifo), timeout=20))
+    assert str(fifo) in error and "not a regular file" in error
+
+
+def test_the_banner_escapes_a_data_paths_newline_and_escape_sequences(tmp_path, tiny_csv):
+    evil = tmp_path / "evil\n\x1b[2Jdata.csv"
+    evil.write_bytes(tiny_csv.read_bytes())
+    server = subprocess.Popen(   # pylint: disable=consider-using-with
+        [sys.executable, str(REPO / "run.py"), "--port", "0", "--data", str(evil),
+         "--results-dir", str(tmp_path / "results"), "--log-file", str(tmp_path / "log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=tmp_path)
+    try:
+        first = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.communicate(timeout=TIMEOUT)
+    assert b"\x1b" not in first and b"evil\\n\\x1b[2Jdata.csv on http://127.0.0.1:" in first
+
+
+def test_a_start_up_error_escapes_the_path_it_names(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "no\nsuch\x1b[2J.csv"), "--log-file",
+                 str(tmp_path / "log")]) == 2
+    assert "no\\nsuch\\x1b[2J.csv" in one_line_error(capsys)
+
+
+def test_a_platform_without_fcntl_is_refused_in_one_line(tmp_path, tiny_csv):
+    """Issue 17 (13): as on Windows, where ``import fcntl`` fails."""
+    error = refused_in_one_line(run_py(tmp_path, "--data", str(tiny_csv),
+                                       prelude="sys.modules['fcntl'] = None"))
+    assert "this platform lacks fcntl.flock (one server per results directory)" in error
+    assert "use WSL" in error and not (tmp_path / "results").exists()
+
+
+def test_each_missing_guarantee_is_named(monkeypatch):
+    from lestats import resultsdir   # pylint: disable=import-outside-toplevel
+    assert resultsdir.missing_guarantees() == []
+    monkeypatch.delattr(resultsdir.os, "O_NOFOLLOW")
+    monkeypatch.setattr(resultsdir.os, "supports_dir_fd", set())
+    assert [text.split(" (")[0] for text in resultsdir.missing_guarantees()] == [
+        "O_NOFOLLOW and O_DIRECTORY", "dir_fd"]
 
 
 class Server(ServerProcess):

@@ -7,6 +7,7 @@ names, drives every method from several threads, and expects no touch
 without the lock.  A mistake of that kind fails here on every run, whether
 or not the scheduler happened to interleave the threads badly."""
 
+import shutil
 import threading
 
 import pytest
@@ -14,11 +15,13 @@ import pytest
 from lestats import connections as connections_module
 from lestats import jobs as jobs_module
 from lestats import journal as journal_module
+from lestats import storage as storage_module
 from lestats.connections import RECEIVING, SERVING, WAITING, ConnectionTable
 from lestats.jobs import JobManager
 from lestats.journal import AcceptedJob
 from lestats.lab.forcing import TIMEOUT, Watch, held
 from lestats.pool import PoolFull, ThreadPool
+from lestats.resultsdir import ResultsDirectory
 from lestats.storage import JobStore
 from lestats.watch import events as events_module
 from lestats.watch.events import EventBus, SseStream
@@ -184,7 +187,7 @@ def test_the_journal_touches_its_state_only_under_its_mutex(log, monkeypatch, tm
 JOB_STATE = ["_next", "_unfinished", "_first_open", "_done_order", "_waiters"]
 TABLE_STATE = ["numbers", "status", "accepted", "started", "finished", "queries", "workers",
                "tickets", "reasons"]
-CACHE_STATE = ["_answers", "_queries", "_answer_names"]
+CACHE_STATE = ["_answers", "_queries"]
 
 
 def guarded_manager(index, pool, results, log, monkeypatch, **options):
@@ -259,6 +262,57 @@ def test_a_restarted_job_manager_touches_its_state_only_under_its_mutexes(
     assert manager.drain(TIMEOUT)
     statuses = [manager.record(f"job_id_{n}")["status"] for n in range(1, 5)]
     assert sorted(statuses) == ["done", "done", "expired", "expired"]   # in finishing order
+    manager.shutdown()
+    manager.close()
+    assert pool.join(TIMEOUT)
+
+
+# -- the results directory ---------------------------------------------------------------
+
+DIRECTORY_STATE = ["_fd", "_held", "_lost"]
+
+
+def owned_directory_class(log):
+    """ResultsDirectory with an OwnedLock, its state guarded."""
+    class OwnedDirectory(ResultsDirectory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._mutex = OwnedLock()
+
+    return guarded_class(OwnedDirectory, lambda directory: directory._mutex,   # pylint: disable=protected-access
+                         DIRECTORY_STATE, log)
+
+
+def test_the_results_directory_touches_its_state_only_under_its_mutex_through_wipes(
+        log, monkeypatch, tmp_path, tiny_index):
+    """Jobs written and read from several threads while the directory is
+    wiped (taken back), then wiped and taken by another server (lost)."""
+    monkeypatch.setattr(storage_module, "ResultsDirectory", owned_directory_class(log))
+    results = tmp_path / "results"
+    pool = ThreadPool(2)
+    manager = guarded_manager(tiny_index, pool, results, log, monkeypatch)
+    manager.start()
+
+    def client(body):
+        for _ in range(4):
+            try:
+                job_id = manager.submit("global_mean", body)
+            except OSError:
+                continue   # lost: no id handed out
+            manager.result(job_id, wait=TIMEOUT)
+            manager.num_jobs()
+
+    run_all(lambda: client({"question": OBESITY}), lambda: client({"question": MUSCLE}))
+    shutil.rmtree(results)
+    run_all(lambda: client({"question": OBESITY}), lambda: client({"question": MUSCLE}))
+    assert (results / ".lestats.lock").exists()          # taken back
+    shutil.rmtree(results)
+    other = JobStore(results)
+    other.open("other.csv")
+    run_all(lambda: client({"question": OBESITY}), lambda: client({"question": MUSCLE}))
+    assert not list(results.glob("job_id_*"))            # lost: nothing written there
+    other.close()
+    assert manager.drain(TIMEOUT)
     manager.shutdown()
     manager.close()
     assert pool.join(TIMEOUT)

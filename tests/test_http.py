@@ -11,13 +11,26 @@ from pathlib import Path
 import pytest
 
 from lestats.pool import ThreadPool
-from lestats.storage import EXPIRED_MARK
 from lestats.watch.events import BUFFER, MAX_STREAMS
+from lestats.watch.trace import TraceWriter
 from lestats.http11 import MAX_BODY
 
 from conftest import MUSCLE, OBESITY, UNRANKED, connection_thread, recv_exactly
 
 STATE_BODY = {"question": OBESITY, "state": "Ohio"}
+
+
+def head(live, path):
+    """HEAD ``path``: (status, Content-Length or None); the answer has no body."""
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    try:
+        connection.request("HEAD", path)
+        response = connection.getresponse()
+        assert response.read() == b""
+        length = response.getheader("Content-Length")
+        return response.status, None if length is None else int(length)
+    finally:
+        connection.close()
 
 
 def error_of(answer):
@@ -175,6 +188,19 @@ def test_graceful_shutdown_says_running_then_done_refuses_posts_and_keeps_gets(
 
 def test_graceful_shutdown_with_nothing_to_do_is_done_at_once(tiny_server):
     assert tiny_server.call("GET", "/api/graceful_shutdown")[::2] == (200, {"status": "done"})
+
+
+def test_head_of_graceful_shutdown_answers_like_get_and_starts_no_drain(tiny_server):
+    """Issue 17 (10): a monitor sending HEAD to every route must not stop the server."""
+    for path in ("/api/graceful_shutdown", "/api/events", "/api/num_jobs", "/api/jobs",
+                 "/api/pool", "/api/questions", "/", "/api/get_results/job_id_1"):
+        status, _ = head(tiny_server, path)
+        assert status in (200, 404), (path, status)
+    status, length = head(tiny_server, "/api/graceful_shutdown")
+    assert status == 200 and length == len(b'{"status": "done"}')   # what GET would say
+    assert tiny_server.submit("global_mean", {"question": OBESITY}) == "job_id_1"
+    assert not tiny_server.pool.snapshot()["closed"]
+    assert not tiny_server.events.listening   # HEAD /api/events subscribed nobody
 
 
 # -- protocol errors --------------------------------------------------------
@@ -376,6 +402,33 @@ def test_head_of_the_event_stream_holds_no_stream_slot(tiny_server):
         connection.close()
 
 
+def test_idle_event_streams_never_keep_the_live_page_out(tiny_server, tmp_path):
+    """Issue 17 (12): MAX_STREAMS idle readers (and the trace) are open; the
+    page still gets its stream, and the oldest reader gives way."""
+    trace = TraceWriter(tiny_server.events, str(tmp_path / "trace.json"))   # --trace
+    idle = []
+    try:
+        for _ in range(MAX_STREAMS):
+            connection = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=5)
+            connection.request("GET", "/api/events")
+            response = connection.getresponse()
+            assert response.status == 200 and response.readline() == b"retry: 2000\n"
+            idle.append((connection, response))
+        assert head(tiny_server, "/api/events")[0] == 200   # evicts nobody
+        page = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=5)
+        page.request("GET", "/api/events")
+        response = page.getresponse()
+        assert response.status == 200 and response.readline() == b"retry: 2000\n"
+        oldest = idle[0][1]
+        assert oldest.readline() == b"\n" and oldest.readline().startswith(b"id: ")
+        assert oldest.readline() == b"event: evicted\n"
+        page.close()
+    finally:
+        for connection, _ in idle:
+            connection.close()
+        trace.close()
+
+
 def test_a_full_queue_is_503_with_retry_after(serve, tiny_index):
     gate = threading.Event()
     pool = ThreadPool(1, max_queued=1)
@@ -411,8 +464,9 @@ def test_results_beyond_keep_results_are_deleted_and_410(serve, tiny_index):
     assert live.jobs.drain(timeout=10)   # job 3's task has replaced job 1's file too
     status, _, answer = live.call("GET", "/api/get_results/job_id_1")
     assert status == 410 and "only the last 2 are kept" in error_of(answer)
-    assert Path(live.store.result_path(1)).read_bytes() == EXPIRED_MARK   # a link: no space
-    assert Path(live.store.result_path(3)).read_bytes() != EXPIRED_MARK
+    assert not Path(live.store.result_path(1)).exists()
+    assert Path(live.store.directory, "job_id_1.expired").stat().st_size == 0   # no data block
+    assert json.loads(Path(live.store.result_path(3)).read_bytes()) == {"global_mean": 14.5}
     assert live.call("GET", "/api/jobs")[2]["data"] == [
         {"job_id_1": "expired"}, {"job_id_2": "done"}, {"job_id_3": "done"}]
 

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from lestats import jobs as jobs_module
-from lestats.jobs import (DONE, ERROR, QueueFull, ShuttingDown, UnknownJob, JobManager,
+from lestats import jobs as jobs_module, storage as storage_module
+from lestats.jobs import (DONE, ERROR, EXPIRED, QueueFull, ShuttingDown, UnknownJob, JobManager,
                           job_number)
 from lestats.pool import ThreadPool
-from lestats.statistics import QueryError
-from lestats.storage import EXPIRED_MARK, JobStore
+from lestats.statistics import Query, QueryError
+from lestats.storage import JobStore
 
 from conftest import MUSCLE, OBESITY
 from lestats.lab.forcing import (TIMEOUT, CountingCondition, Pause, PausingLock,
@@ -217,16 +217,77 @@ def test_results_kept_by_keep_results_stay_so_across_restarts(managers, tmp_path
     result = plain.result("job_id_1")
     assert (result.status, result.reason) == ("expired", "result deleted (--keep-results)")
     results = sorted(p.name for p in (tmp_path / "results").glob("job_id_*.json"))
-    assert len(results) == 6 and len({(tmp_path / "results" / name).stat().st_ino
-                                      for name in results}) <= 3
+    marks = sorted(p.name for p in (tmp_path / "results").glob("job_id_*.expired"))
+    assert len(results) == 1 and len(marks) == 5
+    assert all((tmp_path / "results" / name).stat().st_size == 0 for name in marks)
 
 
-def test_a_result_expiring_while_it_is_read_is_expired_not_its_mark(manager, monkeypatch):
+def test_a_result_expiring_while_it_is_read_is_expired_not_an_error(manager, monkeypatch):
     manager.submit("global_mean", ASK)
     assert manager.drain(timeout=TIMEOUT)
+
+    def expired_meanwhile(_number):
+        with manager._mutex:   # pylint: disable=protected-access
+            manager._table.status[0] = EXPIRED   # pylint: disable=protected-access
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
     monkeypatch.setattr(manager._store, "read_result",   # pylint: disable=protected-access
-                        lambda number: EXPIRED_MARK)
+                        expired_meanwhile)
     assert manager.result("job_id_1").status == "expired"
+
+
+def test_jobs_asking_the_same_thing_have_result_files_of_their_own(managers, tmp_path):
+    """Issue 17 (3): editing one result file in place changes that job alone."""
+    manager = managers(workers=1)
+    for _ in range(20):
+        manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    results = tmp_path / "results"
+    assert {(results / f"job_id_{n}.json").stat().st_nlink for n in range(1, 21)} == {1}
+    with open(results / "job_id_5.json", "r+b") as edited:
+        edited.write(b'{"global_mean": 99.0}')
+    manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    answers = {n: json.loads(manager.result(f"job_id_{n}").data_json) for n in range(1, 22)}
+    assert answers.pop(5) == {"global_mean": 99.0}
+    assert set(map(json.dumps, answers.values())) == {'{"global_mean": 14.5}'}
+
+
+def test_a_damaged_result_fails_its_job_alone_after_the_journal_rolled_over(managers,
+                                                                            tmp_path):
+    """Issue 17 (3): a truncated result never fails jobs whose files are intact."""
+    manager = managers(workers=1)
+    for _ in range(20):
+        manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    managers.close(manager)
+    results = tmp_path / "results"
+    (results / "job_id_7.json").write_bytes(b"")        # a careless >, or a power cut
+    for segment in results.glob(".journal-*.jsonl"):   # rolled over: nothing to run again
+        segment.write_text('{"high":20}\n')
+    again = managers()
+    assert [n for n in range(1, 21) if again.result(f"job_id_{n}").status != "done"] == [7]
+    assert again.result("job_id_7").reason == "result file is empty"
+
+
+def test_an_answer_over_the_result_limit_fails_its_job_once(managers, monkeypatch):
+    """Issue 17 (4): never served cut to the limit, and not run again at each start."""
+    monkeypatch.setattr(storage_module, "MAX_RESULT", 100)
+    computed = []
+    real_compute = Query.compute
+    monkeypatch.setattr(Query, "compute", lambda self, index: (
+        computed.append(self.name), real_compute(self, index))[1])
+    manager = managers(workers=1)
+    manager.submit("mean_by_category", ASK)              # some 300 bytes of JSON
+    manager.submit("global_mean", ASK)
+    assert manager.drain(timeout=TIMEOUT)
+    failed = manager.result("job_id_1")
+    assert failed.status == "error" and "more than the" in failed.reason
+    assert manager.result("job_id_2").status == "done"
+    managers.close(manager)
+    again = managers()
+    assert again.num_jobs() == 0 and computed == ["mean_by_category", "global_mean"]
+    assert again.result("job_id_1").reason == failed.reason
 
 
 def test_a_job_that_cannot_run_on_new_data_ends_in_error(managers, tmp_path):

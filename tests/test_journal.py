@@ -13,13 +13,11 @@ from lestats.journal import AcceptedJob
 from lestats.lab.forcing import TIMEOUT
 from lestats.storage import JobStore
 
+from conftest import descriptors_on
+
 
 def job(number):
     return AcceptedJob(number, "global_mean", "q")
-
-
-def open_descriptors():
-    return len(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture
@@ -44,11 +42,11 @@ class Calls:
     def __init__(self, name, real, order, fail=None):
         self.name, self.real, self.order, self.fail = name, real, order, fail
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         self.order.append((self.name, args[0] if args else None))
         if self.fail is not None:
             raise self.fail
-        return self.real(*args)
+        return self.real(*args, **kwargs)
 
 
 def test_a_new_segment_is_fsynced_at_start_and_at_each_rotation(store, monkeypatch):
@@ -121,15 +119,15 @@ def test_close_waits_for_a_stuck_write_no_longer_than_its_timeout(store, monkeyp
 
 @pytest.mark.parametrize("failure", [OSError(5, "Input/output error"), KeyboardInterrupt()])
 def test_a_segment_that_cannot_be_made_durable_leaves_no_descriptor_open(store, monkeypatch,
-                                                                         failure):
+                                                                         failure, tmp_path):
     opened = store()
     monkeypatch.setattr(journal_module, "SEGMENT_LINES", 1)
     opened.accept(job(1))
-    before = open_descriptors()
+    before = descriptors_on(tmp_path)
     monkeypatch.setattr(journal_module.os, "fsync", Calls("fsync", os.fsync, [], failure))
     with pytest.raises(type(failure)):
         opened._journal.segments._rotate(0)   # pylint: disable=protected-access
-    assert open_descriptors() == before
+    assert descriptors_on(tmp_path) == before
 
 
 @pytest.mark.parametrize("failure", [OSError(5, "Input/output error"), KeyboardInterrupt()])
@@ -137,18 +135,18 @@ def test_an_open_that_fails_after_the_descriptor_exists_closes_it(tmp_path, monk
                                                                   failure):
     path = tmp_path / "file"
     path.write_bytes(b"{}")
-    before = open_descriptors()
+    before = descriptors_on(tmp_path)
     monkeypatch.setattr(files.os, "fstat", Calls("fstat", os.fstat, [], failure))
     with pytest.raises(type(failure)):
-        files.open_no_follow(str(path), os.O_RDONLY)
+        files.open_regular(str(path), os.O_RDONLY)
     monkeypatch.undo()
-    assert open_descriptors() == before
+    assert descriptors_on(tmp_path) == before
 
 
-def test_a_result_that_cannot_be_written_leaves_no_descriptor_open(store, monkeypatch):
+def test_a_result_that_cannot_be_written_leaves_no_descriptor_open(store, monkeypatch, tmp_path):
     opened = store()
     opened.write_result(1, b'{"a": 1}')
-    before = open_descriptors()
+    before = descriptors_on(tmp_path)
 
     def full(_fd, _data):
         raise OSError(28, "No space left on device")
@@ -157,4 +155,4 @@ def test_a_result_that_cannot_be_written_leaves_no_descriptor_open(store, monkey
     with pytest.raises(OSError):
         opened.write_result(2, b'{"a": 2}')
     monkeypatch.undo()
-    assert open_descriptors() == before
+    assert descriptors_on(tmp_path) == before

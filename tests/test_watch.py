@@ -4,13 +4,11 @@ Server-Sent Events stream, and the Chrome trace."""
 import json
 import threading
 
-import pytest
-
 from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
 from lestats.storage import JobStore
 from lestats.watch import events as events_module
-from lestats.watch.events import EventBus, SseStream, TooManyStreams
+from lestats.watch.events import EventBus, SseStream
 from lestats.watch.trace import TraceWriter
 
 from conftest import OBESITY
@@ -44,12 +42,26 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_never_blocks_the_publishe
     assert bus.listening   # the other one is still there
 
 
-def test_event_streams_are_capped():
+def test_event_streams_are_capped_and_the_oldest_gives_way():
+    """Issue 17: idle readers at the cap must not keep the live page out."""
     bus = EventBus()
-    for _ in range(3):
-        bus.subscribe(streams=3)
-    with pytest.raises(TooManyStreams):
-        bus.subscribe(streams=3)
+    idle = [bus.subscribe(streams=3) for _ in range(3)]
+    trace_like = bus.subscribe(lossy=True, streams=None)   # not a stream: not counted
+    newest = bus.subscribe(streams=3)                      # on main: TooManyStreams
+    events = idle[0].get(0)
+    assert [kind for _, kind, _ in events] == ["evicted"] and idle[0].get(0) is None
+    assert idle[1].get(0) == [] and not idle[1].closed     # the others stay
+    bus.publish("tick", {})
+    assert [len(sub.get(0)) for sub in (idle[1], idle[2], trace_like, newest)] == [1] * 4
+
+
+def test_an_evicted_stream_ends_after_saying_so():
+    bus = EventBus()
+    old = SseStream(bus.subscribe(streams=1))
+    assert next(old) == b"retry: 2000\n\n"
+    bus.subscribe(streams=1)
+    assert b"event: evicted" in next(old)
+    assert next(old, None) is None
 
 
 def test_a_lossy_subscriber_counts_what_it_missed():

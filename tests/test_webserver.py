@@ -5,7 +5,6 @@ targets, query strings, 100-continue, slow readers, the connection table
 import errno
 import json
 import logging
-import os
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -542,14 +541,33 @@ def test_shutdown_returns_only_once_the_accept_loop_has_stopped(live, monkeypatc
 @pytest.mark.parametrize("failure", [OSError(98, "Address already in use"), KeyboardInterrupt()])
 def test_a_server_that_cannot_start_leaves_no_descriptor_open(tiny_server, monkeypatch,
                                                               failure):
+    made, closed = [], []
+    real_socketpair, real_spare, real_close = (webserver.socket.socketpair,
+                                               webserver._open_spare_fd,   # pylint: disable=protected-access
+                                               webserver.os.close)
+
+    def socketpair():
+        pair = real_socketpair()
+        made.extend(pair)
+        return pair
+
+    def spare():
+        fd = real_spare()
+        made.append(fd)
+        return fd
+
     def refuse(_server):
         raise failure
 
-    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(webserver.socket, "socketpair", socketpair)
+    monkeypatch.setattr(webserver, "_open_spare_fd", spare)
+    monkeypatch.setattr(webserver.os, "close", lambda fd: (closed.append(fd), real_close(fd)))
     monkeypatch.setattr(webserver.StatsServer, "server_bind", refuse)
     with pytest.raises(type(failure)):
         webserver.StatsServer(("127.0.0.1", 0), tiny_server.jobs)
-    assert len(os.listdir("/proc/self/fd")) == before
+    wake_sockets, spare_fd = made[:2], made[2]
+    assert all(sock.fileno() == -1 for sock in wake_sockets)
+    assert spare_fd in closed
 
 
 def test_a_spare_descriptor_given_up_is_taken_back(live, monkeypatch):

@@ -20,11 +20,13 @@ from typing import Any, Deque, Dict, Iterator, List, Optional
 log = logging.getLogger(__name__)
 
 BUFFER = 1000        # events a subscriber may fall behind before it is dropped
-MAX_STREAMS = 32     # event streams open at once; more are refused
+MAX_STREAMS = 32     # event streams open at once; a new one makes the oldest give way
 KEEP_ALIVE = 15.0    # seconds of silence after which a stream sends a comment line
 GATHER = 0.05        # seconds a stream gathers events before sending them together
 BATCH = 200          # events that end the gathering early
 DROPPED = "dropped"  # the kind of a dropped subscriber's last event
+EVICTED = "evicted"  # the kind of the last event of a stream that gave way to a newer one
+LAST_KINDS = (DROPPED, EVICTED)
 
 
 class Event:   # pylint: disable=too-few-public-methods
@@ -42,10 +44,6 @@ class Event:   # pylint: disable=too-few-public-methods
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.seq, self.kind, self.fields))
-
-
-class TooManyStreams(RuntimeError):
-    """MAX_STREAMS event streams are open already."""
 
 
 class EventBus:
@@ -91,14 +89,22 @@ class EventBus:
             self._listening.clear()
 
     def subscribe(self, limit: int = BUFFER, lossy: bool = False,
-                  streams: int = MAX_STREAMS) -> "Subscription":
-        """A new subscription, receiving every event published from now on;
-        raise TooManyStreams when ``streams`` subscriptions are open (each
-        holds a connection and its thread for as long as it lasts)."""
+                  streams: Optional[int] = MAX_STREAMS) -> "Subscription":
+        """A new subscription, receiving every event published from now on.
+        At most ``streams`` of them are open at once (each holds a
+        connection and its thread): a new one makes the oldest give way (an
+        "evicted" event is its last), so that idle readers can never keep
+        the live page out.  ``streams=None`` is a subscriber that is not a
+        stream (the trace writer): never counted, never evicted."""
         with self._mutex:
-            if len(self._subscribers) >= streams:
-                raise TooManyStreams(f"{len(self._subscribers)} event streams are open already")
-            subscription = Subscription(self, limit, lossy)
+            subscription = Subscription(self, limit, lossy, counted=streams is not None)
+            counted = [old for old in self._subscribers if old.counted]
+            if streams is not None and len(counted) >= streams:
+                for oldest in counted[:len(counted) - streams + 1]:
+                    self._subscribers.remove(oldest)
+                    oldest.last_event(Event(self._seq, EVICTED, {
+                        "reason": f"{streams} event streams are open: the oldest gives way",
+                        "t": time.time()}))
             if self._closed:
                 subscription.closed = True
             else:
@@ -160,8 +166,9 @@ class Subscription:
     subscribed): ``_ready`` is notified with ``notify``, not ``notify_all``,
     because there is never more than one thread to wake."""
 
-    def __init__(self, bus: EventBus, limit: int, lossy: bool):
+    def __init__(self, bus: EventBus, limit: int, lossy: bool, counted: bool = True):
         self.bus = bus
+        self.counted = counted     # a stream (see EventBus.subscribe); never changes
         self._limit = limit
         self._lossy = lossy
         self._buffer: Deque[Event] = deque()
@@ -188,8 +195,12 @@ class Subscription:
     def drop(self, seq: int, moment: float) -> None:
         """This subscriber fell behind: its last event says so."""
         self.dropped = True
-        self._buffer.append(Event(seq, DROPPED, {
+        self.last_event(Event(seq, DROPPED, {
             "reason": f"fell more than {self._limit} events behind", "t": moment}))
+
+    def last_event(self, event: Event) -> None:
+        """End with ``event`` (dropped or evicted), after what is buffered."""
+        self._buffer.append(event)
         self.end()
 
     def end(self) -> None:
@@ -272,8 +283,9 @@ class SseStream:
                     yield b": keep-alive\n\n"
                     continue
                 yield bus.sse_text(events)
-                if events[-1].kind == DROPPED:   # the last event of a dropped subscriber
-                    log.warning("an event stream fell behind and was dropped")
+                if events[-1].kind in LAST_KINDS:   # dropped or evicted: it ends here
+                    log.warning("an event stream %s", "fell behind and was dropped"
+                                if events[-1].kind == DROPPED else "gave way to a newer one")
                     return
         finally:
             subscription.close()

@@ -11,9 +11,11 @@ missing closing bracket).  It stops, with a last instant saying so, at
 
 import json
 import logging
+import os
 import threading
 from typing import Any, Dict, Optional, TextIO
 
+from ..files import create_for_writing
 from .events import Event, EventBus
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,8 @@ PID = 1
 
 class TraceWriter:
     """Writes the events of ``bus`` to ``path`` from a thread of its own.
+    OSError if ``path`` is not a file the server may create or empty (a
+    symbolic link, a FIFO, a file with other hard links: ``files``).
 
     Only that thread touches the file and the thread ids, so nothing here
     needs a lock; the subscription it reads from is the bus's business.
@@ -33,11 +37,11 @@ class TraceWriter:
     def __init__(self, bus: EventBus, path: str, limit: int = LIMIT):
         self.path = path
         self._limit = limit
-        self._out: TextIO = open(path, "w", encoding="utf-8")   # pylint: disable=consider-using-with
+        self._out: TextIO = os.fdopen(create_for_writing(path), "w", encoding="utf-8")
         self._written = 0
         self._first: Optional[float] = None
         self._threads: Dict[str, int] = {}
-        self._subscription = bus.subscribe(limit=TRACE_BUFFER, lossy=True)
+        self._subscription = bus.subscribe(limit=TRACE_BUFFER, lossy=True, streams=None)
         self._thread = threading.Thread(target=self._write_events, name="lestats-trace",
                                         daemon=True)
         self._thread.start()
