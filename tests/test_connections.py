@@ -152,6 +152,28 @@ def test_released_wakes_every_owner_of_the_rows_it_frees():
     assert all(joined(owner) for owner in owners), "an owner was not woken"
 
 
+def test_a_connection_that_left_is_never_chosen_for_eviction():
+    table = ConnectionTable(2)
+    first, second = admitted(table, 2)
+    table.leave(first)                       # it was waiting: it leaves the wait order too
+    table.admit(Sock(), ADDRESS)
+    row, victim = table.admit(Sock(), ADDRESS)   # full: the longest wait is second's now
+    assert row is not None and victim.sock is second
+
+
+def test_an_owner_waiting_for_the_release_sleeps_it_does_not_poll():
+    table = table_with(1, unshut=EnteringCondition)
+    old = admitted(table, 1)[0]
+    _, victim = table.admit(Sock(), ADDRESS)
+    owner, _ = in_thread(lambda: table.leave(old))
+    assert table.unshut.wait_for_entries(1)
+    time.sleep(0.3)   # a window in which a polling wait would wake dozens of times
+    with table.unshut._counted:   # pylint: disable=protected-access
+        assert table.unshut.entries == 1
+    table.released([victim])
+    assert joined(owner)
+
+
 def test_leave_says_once_that_accepting_was_paused():
     table = ConnectionTable(3)
     first, second = admitted(table, 2)

@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from lestats import connections as connections_module
+from lestats import statistics
 from lestats import jobs as jobs_module
 from lestats import journal as journal_module
 from lestats import storage as storage_module
@@ -205,6 +206,10 @@ def guarded_manager(index, pool, results, log, monkeypatch, **options):
 
 def test_the_job_manager_touches_its_state_only_under_its_mutexes(log, monkeypatch, tmp_path,
                                                                    tiny_index):
+    def failing(_means):
+        raise ArithmeticError("a statistic that fails")
+
+    monkeypatch.setitem(statistics.STATISTICS, "worst5", statistics.Statistic(failing))
     pool = ThreadPool(2)
     manager = guarded_manager(tiny_index, pool, tmp_path / "results", log, monkeypatch,
                               keep_results=5)
@@ -223,8 +228,14 @@ def test_the_job_manager_touches_its_state_only_under_its_mutexes(log, monkeypat
             manager.pool_snapshot()
             manager.questions()
 
+    def failing_client():
+        for _ in range(3):
+            job_id = manager.submit("worst5", {"question": OBESITY})
+            assert manager.result(job_id, wait=TIMEOUT).status == "error"
+            assert manager.record(job_id)["reason"]
+
     run_all(lambda: client({"question": OBESITY}), lambda: client({"question": MUSCLE}),
-            lambda: client({"question": OBESITY, "state": "Ohio"}), reader)
+            lambda: client({"question": OBESITY, "state": "Ohio"}), reader, failing_client)
     assert manager.drain(TIMEOUT)
     manager.shutdown()
     manager.close()
