@@ -254,6 +254,10 @@ class Checker:
         if not isinstance(result, dict) or "status" not in result:
             return _failed(case, "get_results' answer is not an object with a status",
                            "get_results: no status", answer)
+        return self._judge_status(case, result, answer, elapsed, first_poll_running)
+
+    def _judge_status(self, case: Case, result: dict, answer: Answer, elapsed: float,
+                      first_poll_running: bool) -> Optional[Outcome]:
         status = result["status"]
         if status == "done":
             return self._compare(case, result, answer, first_poll_running)

@@ -126,7 +126,9 @@ class _Reader:
 
     def received_note(self) -> str:
         """", after N bytes" when some bytes came."""
-        return f" after {self._received:,} bytes" if self._received else ""
+        if not self._received:
+            return ""
+        return f" after {self._received:,} byte{'s' if self._received > 1 else ''}"
 
     def _remaining(self) -> float:
         left = self._end - time.monotonic()
