@@ -60,6 +60,7 @@ class Behaviour:   # pylint: disable=too-many-instance-attributes
 
     delay: float = 0.0                 # a job answers running until this long after its POST
     wrong_first: int = 0               # the first N POSTs of each endpoint get wrong data
+    wrong_every: int = 0               # every Nth POST of each endpoint gets wrong data
     ints: bool = False                 # floats answered as ints
     poll_status: Optional[str] = None  # status answered (200) before the job is done
     done_after: float = 0.0            # ... and done after this long, if poll_status is set
@@ -88,11 +89,14 @@ class Fake:
     jobs: List[_Job] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: Any = None
+    port_wanted: int = 0
     on_post: Optional[Callable[[str], None]] = None   # called with the endpoint of each POST
 
     @classmethod
-    def of_folder(cls, folder: str, behaviour: Optional[Behaviour] = None) -> "Fake":
-        """A fake answering the cases of a course-layout folder."""
+    def of_folder(cls, folder: str, behaviour: Optional[Behaviour] = None,
+                  port: int = 0) -> "Fake":
+        """A fake answering the cases of a course-layout folder, on ``port``
+        (0: any free one)."""
         cases = {}
         for endpoint in os.listdir(folder):
             inputs = os.path.join(folder, endpoint, "input")
@@ -101,7 +105,7 @@ class Fake:
                         os.path.join(folder, endpoint, "output", "out" + name[2:]),
                         encoding="utf-8") as expected:
                     cases[(endpoint, canonical(json.load(body)))] = json.load(expected)
-        return cls(cases, behaviour or Behaviour())
+        return cls(cases, behaviour or Behaviour(), port_wanted=port)
 
     @property
     def port(self) -> int:
@@ -118,7 +122,7 @@ class Fake:
                 fake.handle(self.request)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port_wanted), Handler)
         self.server.daemon_threads = True
         self.server.request_queue_size = 128
         # A short poll: shutdown() waits for the serving loop to look.
@@ -160,8 +164,9 @@ class Fake:
             self.on_post(endpoint)
         with self.lock:
             count = self.posts[endpoint] = self.posts.get(endpoint, 0) + 1
-            self.jobs.append(_Job(expected, time.monotonic(),
-                                  count <= self.behaviour.wrong_first))
+            every = self.behaviour.wrong_every
+            self.jobs.append(_Job(expected, time.monotonic(), count <= self.behaviour.wrong_first
+                                  or bool(every and count % every == 0)))
             number = len(self.jobs)
         return _json(self.behaviour.post_http, {"job_id": f"job_id_{number}"})
 
