@@ -341,8 +341,8 @@ def check_edition(client: Client, folder: Path, edition: Edition, out: TextIO, *
 
 
 def _rules(edition: Edition) -> str:
-    limit = (f"; a suite that starts {edition.global_limit:g} s into the run scores 0"
-             if edition.global_limit else "")
+    limit = (f"; a suite that starts more than {edition.global_limit:g} s into the run"
+             " scores 0" if edition.global_limit else "")
     other = ("any other status fails the case" if edition.other_status_fails
              else "any other status is polled again at once")
     return (f"a job may answer running for {edition.job_timeout} s counted in whole seconds"
