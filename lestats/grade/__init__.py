@@ -7,12 +7,14 @@
 * ``grade``: many submissions in one run, one CSV row each
   (``python3 -m lestats grade``).
 
-The smaller modules are their parts: ``client`` (HTTP with a deadline and a
-size cap), ``answers`` (reading JSON within limits), ``course`` (the
-course's rules as data), ``cases`` (the case folders), ``compare`` (the
-course's comparison), ``report`` (failures grouped by kind), ``quality``
-(the pylint step), ``proc`` (a process seen through /proc), ``probes``
-(the deep probes), ``submissions`` (starting and stopping a submission).
+Their parts, one job each: ``client`` (HTTP with one deadline and a size
+cap), ``answers`` (JSON within a nesting limit), ``course`` (the course's
+rules as data), ``cases`` (the case folders, in the course's order),
+``compare`` (DeepDiff's comparison), ``report`` (failures grouped by kind),
+``quality`` (the pylint step); for the probes, ``findings`` (verdicts and
+what they share), ``traffic`` (load and watchers), ``probes`` (each probe)
+and ``proc`` (a process seen through /proc); for grading, ``submissions``
+(starting and stopping a submission's server).
 
 Nothing in the server imports this package.
 """
