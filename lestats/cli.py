@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DRAINED = 0   # the byte the drainer sends the main thread; signal numbers are >= 1
+SHIPPED_NOTE = ("the shipped data: the course's CSV rebuilt from its published outputs,"
+                " synthetic rows with the course's means")
 
 # python3 -m lestats NAME ...: the tools that are not the server.
 TOOLS = {
-    "check": "lestats.tools.check",
+    "check": "lestats.grade.check",
+    "grade": "lestats.grade.grade",
     "bench": "lestats.tools.bench",
     "soak": "lestats.tools.soak",
     "demo": "lestats.tools.demo",
@@ -96,13 +99,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The options of API.md."""
     parser = Parser(prog="lestats", formatter_class=DefaultsFormatter,
                     description="Serve the Le Stats Sportif statistics API.  "
-                                "Tools: python3 -m lestats {check,bench,soak,demo,lab,pyz} --help.")
+                                "Tools: python3 -m lestats {check,grade,bench,soak,demo,lab,pyz} --help.")
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on")
     add("--port", type=_number(int, 0, high=65535), default=5000,
         help="port to listen on (0: any free port)")
     add("--data", help="survey CSV (default: $LESTATS_DATA, then "
-        "./nutrition_activity_obesity_usa_subset.csv, then the demo data)")
+        "./nutrition_activity_obesity_usa_subset.csv, then the data set shipped in data/)")
     add("--results-dir", default="results", help="where results and the journal are written")
     add("--log-file", default="webserver.log", help="the log file (rotated)")
     add("--workers", type=_number(int, 1),
@@ -368,7 +371,7 @@ def serve(argv: List[str]) -> int:
     try:
         log.info("data %s: %d rows, %d skipped (empty or non-numeric Data_Value),"
                  " %d questions%s", index.source, index.rows, index.skipped,
-                 len(index.questions), " -- SYNTHETIC demo data" if index.is_demo else "")
+                 len(index.questions), f" -- {SHIPPED_NOTE}" if index.is_shipped else "")
         try:
             service = Service(index, args, os.environ)
         except StartError as exc:
@@ -381,7 +384,7 @@ def serve(argv: List[str]) -> int:
         port = service.server.server_port
         banner = "\n".join(logs.escape(line) for line in [
             f"lestats: serving {index.source} on http://{args.host}:{port}/"
-            f"{' (synthetic demo data)' if index.is_demo else ''}",
+            f"{f' ({SHIPPED_NOTE})' if index.is_shipped else ''}",
             *(f"lestats: {note}" for note in [*notes, broken] if note)])
         serve_until_signalled(service, args.drain_timeout, banner)
         return 0

@@ -11,8 +11,14 @@ without a lock.
 The file is read in pieces of at most ``LINE_LIMIT`` characters, so a
 huge line is refused (with its number) without ever being held whole.  A
 quoted field may still span lines; the csv module's own field limit, left
-as it is, bounds it.  The file may also lie inside a zip archive, as
-``data/demo.csv`` does in ``lestats.pyz``.
+as it is, bounds it.  A file whose name ends in ``.gz`` is read through
+gzip, streaming, as the shipped data set is; a file may also lie inside a
+zip archive, as the shipped data does in ``lestats.pyz``.
+
+The shipped data set, ``data/nutrition_activity_obesity_usa_subset.csv.gz``,
+is the course's CSV as rebuilt from the course's published outputs: its
+rows are synthetic, but every question, state and group mean the course
+asks for is the course file's (see the README's Data section).
 """
 
 import contextlib
@@ -22,6 +28,7 @@ import io
 import math
 import operator
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -37,7 +44,7 @@ STRATIFICATION = "Stratification1"
 REQUIRED_COLUMNS = (QUESTION, STATE, VALUE, CATEGORY, STRATIFICATION)
 
 COURSE_FILE_NAME = "nutrition_activity_obesity_usa_subset.csv"
-DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo.csv"
+SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data" / (COURSE_FILE_NAME + ".gz")
 
 LINE_LIMIT = 64 * 1024
 """Characters one physical line may hold (the course file's hold about 400)."""
@@ -88,15 +95,15 @@ class DataIndex:
     skipped: int
 
     @property
-    def is_demo(self) -> bool:
-        """True when the index was loaded from the synthetic demo file."""
-        return Path(self.source).resolve() == DEMO_FILE
+    def is_shipped(self) -> bool:
+        """True when the index was loaded from the data set shipped in data/."""
+        return Path(self.source).resolve() == SHIPPED_DATA
 
 
 def find_data_file(explicit: Optional[str], environ: Mapping[str, str],
                    cwd: Path) -> Path:
     """Pick the data file: --data, else $LESTATS_DATA, else the course file
-    in the working directory, else the demo file shipped in data/."""
+    in the working directory, else the data set shipped in data/."""
     if explicit:
         return Path(explicit)
     if environ.get("LESTATS_DATA"):
@@ -104,32 +111,46 @@ def find_data_file(explicit: Optional[str], environ: Mapping[str, str],
     course_file = cwd / COURSE_FILE_NAME
     if course_file.is_file():
         return course_file
-    return DEMO_FILE
+    return SHIPPED_DATA
 
 
 def load(path: "os.PathLike[str] | str") -> DataIndex:
     """Read the CSV at ``path`` into a DataIndex; raise DataError if unusable."""
     path = os.fspath(path)
     try:
-        with _open_text(path) as stream:
+        with open_csv(path) as stream:
             return _index(path, stream)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
 @contextlib.contextmanager
-def _open_text(path: str) -> Iterator[TextIO]:
-    """``path`` opened as CSV text.  A path that runs through a zip archive
-    (lestats.pyz/data/demo.csv when lestats runs from lestats.pyz) is read
-    from the archive, streaming."""
+def open_csv(path: "os.PathLike[str] | str") -> Iterator[TextIO]:
+    """``path`` opened as CSV text (UTF-8, a BOM skipped), streaming.  A
+    name ending in ``.gz`` is read through gzip (a damaged file raises
+    OSError, EOFError or zlib.error as it is read); a path that runs through a zip
+    archive (lestats.pyz/data/... when lestats runs from lestats.pyz) is
+    read from the archive."""
+    path = os.fspath(path)
     try:
-        stream = open(_regular_file(path), newline="", encoding="utf-8-sig")
+        raw: IO[bytes] = open(_regular_file(path), "rb")   # pylint: disable=consider-using-with
     except NotADirectoryError:
-        with _archive_member(path) as raw, io.TextIOWrapper(
-                raw, newline="", encoding="utf-8-sig") as member:
-            yield member
+        with _archive_member(path) as member:
+            with _text(member, path) as stream:
+                yield stream
         return
-    with stream:
+    with raw, _text(raw, path) as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _text(raw: IO[bytes], path: str) -> Iterator[TextIO]:
+    """The CSV text of the bytes ``raw`` holds, gunzipped if ``path`` says so."""
+    if path.endswith(".gz"):
+        # Imported here: only a .gz file needs it, and it adds to start-up.
+        import gzip   # pylint: disable=import-outside-toplevel
+        raw = gzip.GzipFile(filename=path, mode="rb", fileobj=raw)
+    with io.TextIOWrapper(raw, newline="", encoding="utf-8-sig") as stream:
         yield stream
 
 

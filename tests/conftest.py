@@ -1,5 +1,5 @@
 """Shared fixtures: tiny hand-made CSVs, a live server on an ephemeral port,
-and the course checker material from ../shared/checker."""
+and the course checker material (the copy shipped in data/)."""
 
 import csv
 import socket
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lestats import journal
-from lestats.data import load
+from lestats.data import COURSE_FILE_NAME, load
 from lestats.tools.demo import HEADER
 from lestats.jobs import JobManager
 from lestats.pool import ThreadPool
@@ -23,8 +23,12 @@ from lestats.watch.events import EventBus
 from lestats.webserver import StatsServer
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKER_DIR = Path(os.environ.get("LESTATS_CHECKER_DIR", REPO.parent / "shared" / "checker"))
-CHECKER_CSV = CHECKER_DIR / "nutrition_activity_obesity_usa_subset.csv"
+# The course's data and cases: the copy shipped in data/ (the CSV gzipped), or
+# a folder with the plain CSV and cases/ that $LESTATS_CHECKER_DIR names.
+CHECKER_DIR = Path(os.environ.get("LESTATS_CHECKER_DIR", REPO / "data"))
+CHECKER_CSV = next((path for path in (CHECKER_DIR / COURSE_FILE_NAME,
+                                      CHECKER_DIR / f"{COURSE_FILE_NAME}.gz") if path.is_file()),
+                   CHECKER_DIR / COURSE_FILE_NAME)
 
 OBESITY = "Percent of adults aged 18 years and older who have obesity"
 MUSCLE = "Percent of adults who engage in muscle-strengthening activities on 2 or more days a week"
@@ -86,17 +90,24 @@ def tiny_index(tiny_csv):
 
 @pytest.fixture(scope="session")
 def checker_dir():
-    """../shared/checker (or $LESTATS_CHECKER_DIR); skips the test if absent."""
-    if not CHECKER_CSV.is_file():
+    """The folder of the course's CSV and its cases/: data/ (or
+    $LESTATS_CHECKER_DIR); skips the test if they are absent."""
+    if not CHECKER_CSV.is_file() or not (CHECKER_DIR / "cases").is_dir():
         pytest.skip(f"course checker material not found at {CHECKER_DIR} "
                     "(set LESTATS_CHECKER_DIR to its path)")
     return CHECKER_DIR
 
 
 @pytest.fixture(scope="session")
-def checker_index(checker_dir):
+def checker_csv(checker_dir):
+    """The course's CSV (the shipped one is gzipped)."""
+    return CHECKER_CSV
+
+
+@pytest.fixture(scope="session")
+def checker_index(checker_csv):
     """The DataIndex of the checker CSV, loaded once per session."""
-    return load(checker_dir / CHECKER_CSV.name)
+    return load(checker_csv)
 
 
 class LiveServer:

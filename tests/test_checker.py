@@ -1,33 +1,70 @@
-"""lestats.check, the course checker's stand-in: the course's published cases
-(both editions) against a server loaded with the checker CSV; its URL forms,
-time limits, points, messages and exit statuses on tiny case folders."""
+"""lestats check gives the course's score: the published cases against
+lestats, and the course's rules, each against a fake server that isolates
+it.  Every expected score here is computed from the course's rules, as
+written in this file, never from what lestats' checker prints."""
 
 import io
 import json
+import os
+import re
+import shutil
 import socket
 import threading
-from fractions import Fraction
+from dataclasses import replace
 
 import pytest
 
-from conftest import OBESITY, LiveServer
-from lestats.pool import ThreadPool
-from lestats.tools import check
+from conftest import LiveServer
+from fakes import Behaviour, Fake, drop, html
+from lestats.grade import check
+from lestats.grade.cases import SHIPPED_CASES, load_suites
+from lestats.grade.client import Client
+from lestats.grade.course import EDITIONS
 
-EDITIONS = ("2024", "2025")
-PASSING = ({"question": OBESITY}, {"global_mean": 14.5})
-FAILING = ({"question": OBESITY}, {"global_mean": 1.0})
+# -- the course's rules, as this test reads them ------------------------------------
+TIMEOUT = {"2024": 1, "2025": 3}     # a running answer after more whole seconds fails
+START = {"2024": 0, "2025": 10}      # what the total starts from
 
 
-def write_suite(cases_dir, endpoint, cases):
-    """A course-layout suite of (body, expected data) cases; returns ``cases_dir``."""
-    suite = cases_dir / endpoint
-    (suite / "input").mkdir(parents=True)
-    (suite / "output").mkdir()
-    for number, (body, expected) in enumerate(cases, 1):
-        (suite / "input" / f"in-{number}.json").write_text(json.dumps(body))
-        (suite / "output" / f"out-{number}.json").write_text(json.dumps(expected))
-    return cases_dir
+def course_points(passed, cases):
+    """A suite's points: min(round(10 * passed / cases), 10), Python's round()."""
+    return min(round(10 * passed / cases), 10)
+
+
+def course_total(edition, suites):
+    """The total for [(passed, cases)] of each suite, no pylint penalty."""
+    total = START[edition] + sum(course_points(passed, cases) for passed, cases in suites)
+    return min(total, 100) if edition == "2025" else total
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def subset(tmp_path, edition, counts, name=None):
+    """A case folder holding the first ``counts[endpoint]`` cases (in number
+    order) of each given suite of the shipped ``edition``."""
+    folder = tmp_path / (name or f"cases-{edition}")
+    for endpoint, count in counts.items():
+        for side, prefix in (("input", "in"), ("output", "out")):
+            (folder / endpoint / side).mkdir(parents=True)
+            for number in range(1, count + 1):
+                shutil.copy(SHIPPED_CASES / edition / endpoint / side / f"{prefix}-{number}.json",
+                            folder / endpoint / side)
+    return folder
+
+
+def run_check(folder, edition, port, deadline=5.0, **options):
+    """check_edition's result and report."""
+    out = io.StringIO()
+    result = check.check_edition(Client("127.0.0.1", port, deadline), folder,
+                                 options.pop("rules", EDITIONS[edition]), out, **options)
+    return result, out.getvalue()
+
+
+def score(report, edition):
+    """The course score the report prints."""
+    found = re.search(rf"course score \({edition} rules\): (?:none: .* )?(-?\d+)/(\d+)", report)
+    assert found, report
+    return int(found.group(1))
 
 
 @pytest.fixture
@@ -38,22 +75,7 @@ def unused_port():
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def silent_port():
-    """A port where the kernel accepts connections and nothing ever answers."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        yield silent.getsockname()[1]
-
-
-@pytest.fixture
-def one_case(tmp_path):
-    """A folder with one passing global_mean case on TINY_ROWS."""
-    return write_suite(tmp_path / "cases", "global_mean", [PASSING])
-
-
-# -- the published cases -----------------------------------------------------
+# -- the published cases, against lestats ------------------------------------------------
 
 @pytest.fixture(scope="module")
 def checker_server(checker_index, tmp_path_factory):
@@ -62,35 +84,227 @@ def checker_server(checker_index, tmp_path_factory):
     live.close()
 
 
-@pytest.mark.parametrize("edition", EDITIONS)
+@pytest.mark.parametrize("edition", sorted(TIMEOUT))
 def test_every_published_case_passes(checker_dir, checker_server, edition):
-    # A generous limit: speed is measured by the bench, not by a unit test.
-    out = io.StringIO()
-    passed, outcomes = check.run(checker_dir / "cases" / edition,
-                                 f"127.0.0.1:{checker_server.port}", 10.0, out)
-    report = out.getvalue()
-    assert passed, report
-    assert len(outcomes) == 114
-    assert ("total: 114/114 cases, 90.00/90 points; "
-            "course score (each suite rounded): 90/90") in report
-    assert ("out of 100" in report) == (edition == "2025")
+    result, report = run_check(checker_dir / "cases" / edition, edition, checker_server.port)
+    assert result.all_passed, report
+    assert len(result.outcomes) == 114
+    assert f"course score ({edition} rules): {course_total(edition, [(1, 1)] * 9)}/" in report
 
 
-def test_the_command_exits_zero_on_full_points(checker_dir, checker_server, capsys):
-    url = f"http://127.0.0.1:{checker_server.port}"
-    assert check.main([str(checker_dir / "cases" / "2024"), "--url", url,
-                       "--timeout", "10"]) == 0
-    assert "90.00/90 points" in capsys.readouterr().out
+def test_with_no_folder_both_shipped_editions_run(checker_server, capsys):
+    assert check.main(["--url", f"127.0.0.1:{checker_server.port}"]) == 0
+    out = capsys.readouterr().out
+    assert "edition 2024 (the shipped cases)" in out and "edition 2025 (the shipped cases)" in out
+    assert "course score (2024 rules): 90/90\n" in out
+    assert "course score (2025 rules): 100/100\n" in out
+    assert out.count("pylint: not evaluated (no --app DIR)") == 2
+    assert "the 10 points the 2025 total starts with are counted" in out
 
 
-# -- 1. the URL, and a server that cannot be reached --------------------------
+# -- points: wrong on k of 20, for every k ----------------------------------------------
+
+@pytest.mark.parametrize("edition, wrongs", [
+    ("2024", range(21)),            # every k
+    ("2025", (0, 5, 10, 15, 20)),   # the same rounding, from 10
+])
+def test_wrong_on_k_of_20_cases_scores_the_courses_rounding(tmp_path, edition, wrongs):
+    folder = subset(tmp_path, edition, {"state_mean": 20})
+    for wrong in wrongs:
+        with Fake.of_folder(folder, Behaviour(wrong_first=wrong)) as fake:
+            result, report = run_check(folder, edition, fake.port)
+        assert result.suites[0].passed == 20 - wrong
+        assert score(report, edition) == course_total(edition, [(20 - wrong, 20)]), wrong
+
+
+def test_5_of_20_is_2_points_and_15_of_20_is_8(tmp_path):
+    # Python's round() takes halves to the even side: 2.5 -> 2, 7.5 -> 8.
+    assert (course_points(5, 20), course_points(15, 20)) == (2, 8)
+    folder = subset(tmp_path, "2024", {"state_mean": 20})
+    with Fake.of_folder(folder, Behaviour(wrong_first=15)) as fake:
+        _, report = run_check(folder, "2024", fake.port)
+    assert "state_mean                 5/20  passed   2/10 points" in report
+
+
+# -- time: whole seconds, 0.2 s polls, no early stop ----------------------------------------
+
+def in_parallel(runs):
+    """Run each (folder, edition, behaviour) against its own fake at once;
+    their (result, report) in order.  Time rules cost seconds: run together."""
+    found = [None] * len(runs)
+
+    def one(index, folder, edition, behaviour):
+        with Fake.of_folder(folder, behaviour) as fake:
+            found[index] = run_check(folder, edition, fake.port)
+
+    threads = [threading.Thread(target=one, args=(index, *run)) for index, run in enumerate(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return found
+
+
+def test_time_rules(tmp_path):
+    folders = {edition: subset(tmp_path, edition, {"global_mean": 1}) for edition in TIMEOUT}
+    table = [
+        # time_delta.seconds > 1 is first true at 2.0 s: a job may take up to 2 s.
+        ("2024", Behaviour(delay=1.5), True),
+        ("2024", Behaviour(delay=2.9), False),    # (2.5 is in the slow matrix)
+        # No request timeout, and the limit is looked at only after a running
+        # answer: a done that takes 1.2 s to arrive passes.
+        ("2024", Behaviour(answer_delay=1.2), True),
+        # Another status: 2024 polls again at once, 2025 fails the case.
+        ("2024", Behaviour(poll_status="error", done_after=0.5), True),
+        ("2025", Behaviour(poll_status="error", done_after=0.5), False),
+    ]
+    found = in_parallel([(folders[edition], edition, behaviour)
+                         for edition, behaviour, _ in table])
+    for (edition, behaviour, passes), (result, report) in zip(table, found):
+        assert result.all_passed == passes, (behaviour, report)
+        assert score(report, edition) == course_total(edition, [(int(passes), 1)])
+    assert found[0][0].outcomes[0].first_poll_running
+
+
+@pytest.mark.slow
+def test_slow_jobs_against_both_limits(tmp_path):
+    folders = {edition: subset(tmp_path, edition, {"global_mean": 2, "best5": 1})
+               for edition in TIMEOUT}
+    runs = [(edition, delay) for edition in TIMEOUT for delay in (0.9, 1.5, 2.5, 3.5)]
+    found = in_parallel([(folders[edition], edition, Behaviour(delay=delay))
+                         for edition, delay in runs])
+    for (edition, delay), (result, report) in zip(runs, found):
+        passes = delay < TIMEOUT[edition] + 1      # every case of the folder alike
+        suites = [(2 if passes else 0, 2), (1 if passes else 0, 1)]
+        assert score(report, edition) == course_total(edition, suites), (edition, delay, report)
+        assert result.all_passed == passes
+
+
+@pytest.mark.slow
+def test_a_suite_never_stops_early(tmp_path):
+    # Jobs that never finish: every case is run and waits out the limit.
+    runs = [(subset(tmp_path, edition, {"global_mean": 4}), edition, Behaviour(delay=3600))
+            for edition in TIMEOUT]
+    for (_, edition, _), (result, report) in zip(runs, in_parallel(runs)):
+        assert [outcome.kind for outcome in result.outcomes] == [
+            "still running past the course's limit"] * 4
+        assert "NOT RUN" not in report
+        assert score(report, edition) == course_total(edition, [(0, 4)])
+
+
+def test_the_2025_global_limit_is_checked_at_the_start_of_each_suite(tmp_path):
+    folder = subset(tmp_path, "2025", {"best5": 1, "global_mean": 1, "worst5": 1})
+    rules = replace(EDITIONS["2025"], global_limit=0.5)
+    with Fake.of_folder(folder, Behaviour(delay=0.7)) as fake:
+        result, report = run_check(folder, "2025", fake.port, rules=rules)
+    # best5 starts at 0 s and passes; global_mean starts after 0.7 s: 0 points, worst5 too.
+    assert [suite.passed for suite in result.suites] == [1, 0, 0]
+    assert score(report, "2025") == course_total("2025", [(1, 1), (0, 1), (0, 1)])
+    assert "past the 2025 checker's 0.5 s limit" in report
+
+
+# -- answers the course's checker fails (or not) --------------------------------------------
+
+ONE_SUITE = {"global_mean": 2}
+
+
+@pytest.mark.parametrize("behaviour, passes, kind", [
+    (Behaviour(post_http=500), True, None),            # the POST's status is not looked at
+    (Behaviour(poll_http=202), False, "get_results: HTTP 202"),
+    (Behaviour(poll_http=500), False, "get_results: HTTP 500"),
+    (Behaviour(ints=True), False, "data: type"),        # 14 for 14.0 is a type change
+    (Behaviour(wrong_first=2), False, "data: value"),
+    (Behaviour(post_raw=html(200)), False, "POST: not JSON"),
+    (Behaviour(poll_raw=html(200)), False, "get_results: not JSON"),
+    (Behaviour(post_raw=drop), False, "POST: connection closed"),
+    (Behaviour(poll_raw=drop), False, "get_results: connection closed"),
+], ids=["POST 500", "poll 202", "poll 500", "ints", "wrong", "POST html", "poll html",
+        "POST dropped", "poll dropped"])
+@pytest.mark.parametrize("edition", sorted(TIMEOUT))
+def test_each_kind_of_answer_scores_as_the_course_does(tmp_path, edition, behaviour, passes,
+                                                       kind):
+    folder = subset(tmp_path, edition, ONE_SUITE)
+    with Fake.of_folder(folder, behaviour) as fake:
+        result, report = run_check(folder, edition, fake.port)
+    assert result.all_passed == passes, report
+    assert score(report, edition) == course_total(edition, [(2 if passes else 0, 2)])
+    if kind:
+        assert {outcome.kind for outcome in result.outcomes} == {kind}
+
+
+def test_where_the_2024_checker_would_hang_it_is_said_and_counted_failed(tmp_path):
+    folder = subset(tmp_path, "2024", {"global_mean": 1})
+    with Fake.of_folder(folder, Behaviour(poll_status="error", done_after=3600)) as fake:
+        result, report = run_check(folder, "2024", fake.port, deadline=0.3)
+    assert result.hang is not None
+    assert ("course score (2024 rules): none: the course's checker would hang at"
+            " global_mean/in-1") in report
+    assert "polls it again at once, with no time limit, for ever" in report
+    assert report.rstrip().splitlines()[-2].endswith(": 0/10")
+
+
+def test_a_server_that_cannot_be_reached_scores_0(tmp_path, unused_port, capsys):
+    folder = subset(tmp_path, "2024", {"global_mean": 2, "best5": 3})
+    assert check.main([str(folder), "--url", f"127.0.0.1:{unused_port}"]) == 1
+    out = capsys.readouterr().out
+    assert "course score (2024 rules): 0/20" in out
+    assert out.count("connection refused") == 2   # the first shown, then counted
+    assert "POST: connection refused: best5/in-1 is shown above, and 4 more like it" in out
+
+
+# -- order, and results/* ---------------------------------------------------------------------
+
+def test_suites_run_alphabetically_and_cases_in_directory_order(tmp_path):
+    folder = subset(tmp_path, "2025", {"worst5": 3, "best5": 3, "global_mean": 2})
+    suites = load_suites(folder)
+    assert [suite.endpoint for suite in suites] == ["best5", "global_mean", "worst5"]
+    for suite in suites:
+        listed = os.listdir(folder / suite.endpoint / "input")
+        assert [case.name for case in suite.cases] == [
+            f"{suite.endpoint}/{name[:-5]}" for name in listed]
+
+
+def test_results_are_wiped_before_each_suite_in_2024_and_once_in_2025(tmp_path):
+    for edition, left in (("2024", {"global_mean"}), ("2025", {"best5", "global_mean"})):
+        folder = subset(tmp_path, edition, {"global_mean": 1, "best5": 1})
+        results = tmp_path / f"results-{edition}"
+        results.mkdir()
+        (results / "old.json").write_text("{}")
+        (results / ".lestats.lock").write_text("")
+        with Fake.of_folder(folder) as fake:
+            fake.on_post = lambda endpoint, results=results: (
+                results / endpoint).write_text("")
+            run_check(folder, edition, fake.port, results_dir=results)
+        assert set(os.listdir(results)) == left | {".lestats.lock"}, edition
+
+
+# -- what a TA reads ------------------------------------------------------------------------
+
+def test_the_first_failing_answer_of_a_kind_is_shown_then_counted(tmp_path):
+    folder = subset(tmp_path, "2024", {"global_mean": 3, "best5": 2})
+    with Fake.of_folder(folder, Behaviour(post_raw=html(501))) as fake:
+        _, report = run_check(folder, "2024", fake.port)
+    assert report.count("FAIL ") == 1
+    assert "FAIL best5/in-1: the POST's answer is not JSON" in report
+    assert "the answer: 501 b'<!DOCTYPE HTML><html><body><h1>Error response</h1>" in report
+    assert "POST: not JSON: best5/in-1 is shown above, and 4 more like it" in report
+
+
+def test_answers_on_other_data_get_a_hint_and_other_types_do_not(tmp_path):
+    folder = subset(tmp_path, "2024", {"global_mean": 2, "best5": 2})
+    hint = "the server seems to be on other data than the course's CSV"
+    with Fake.of_folder(folder, Behaviour(wrong_first=9)) as fake:
+        assert hint in run_check(folder, "2024", fake.port)[1]
+    with Fake.of_folder(folder, Behaviour(ints=True)) as fake:
+        assert hint not in run_check(folder, "2024", fake.port)[1]
+
+
+# -- the command ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, host, port", [
     ("127.0.0.1:5001", "127.0.0.1", 5001),
-    ("http://127.0.0.1:5001", "127.0.0.1", 5001),
     ("http://127.0.0.1:5001/", "127.0.0.1", 5001),
     ("localhost", "localhost", 5000),
-    ("http://localhost", "localhost", 5000),
     ("HTTP://Example.org:8080/", "example.org", 8080),
     ("[::1]:5001", "::1", 5001),
 ])
@@ -98,229 +312,65 @@ def test_urls_with_or_without_scheme_and_port(url, host, port):
     assert check.parse_url(url) == (host, port)
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("https://127.0.0.1:5000", "scheme 'https' is not supported, only http://"),
-    ("ftp://127.0.0.1", "scheme 'ftp' is not supported"),
-    ("http://127.0.0.1:5000/api", "without a path"),
-    ("127.0.0.1:5000?x=1", "without a path"),
-    ("127.0.0.1:99999", "the port must be a number from 1 to 65535"),
-    ("127.0.0.1:0", "the port must be a number from 1 to 65535"),
-    ("127.0.0.1:five", "the port must be a number from 1 to 65535"),
-    ("http://:5000", "no host"),
+@pytest.mark.parametrize("argv, message", [
+    (["--url", "https://127.0.0.1:5000"], "scheme 'https' is not supported, only http://"),
+    (["--url", "127.0.0.1:5000/api"], "without a path"),
+    (["--url", "127.0.0.1:99999"], "the port must be a number from 1 to 65535"),
+    (["--request-timeout", "0"], "--request-timeout 0: give a number of seconds"),
+    (["--pid", "1"], "--pid and --deep-shutdown go with --deep"),
 ])
-def test_other_urls_are_refused(url, reason):
-    with pytest.raises(check.CheckError, match="^--url .*" + reason.replace("?", r"\?")):
-        check.parse_url(url)
-
-
-@pytest.mark.parametrize("form", ["127.0.0.1:{}", "http://127.0.0.1:{}/", "localhost:{}"])
-def test_every_accepted_form_reaches_the_server(tiny_server, one_case, form, capsys):
-    assert check.main([str(one_case), "--url", form.format(tiny_server.port)]) == 0
-    assert "total: 1/1 cases" in capsys.readouterr().out
-
-
-def test_another_scheme_is_one_line_and_exit_2(one_case, capsys):
-    assert check.main([str(one_case), "--url", "https://127.0.0.1:5000"]) == 2
+def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        check.main(argv)
+    assert stop.value.code == 2
     out, err = capsys.readouterr()
-    assert out == ""
-    assert err == ("lestats.check: error: --url https://127.0.0.1:5000: "
-                   "scheme 'https' is not supported, only http://\n")
+    assert out == "" and err.count("\n") == 1 and message in err
 
 
-def test_a_server_that_cannot_be_reached_stops_the_run_before_any_case(
-        one_case, unused_port, capsys):
-    assert check.main([str(one_case), "--url", f"127.0.0.1:{unused_port}"]) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.count("\n") == 1
-    assert err.startswith(f"lestats.check: error: cannot reach http://127.0.0.1:{unused_port}: ")
-    assert "refused" in err
+def test_the_edition_comes_from_the_option_or_the_folder_name(tmp_path, capsys):
+    folder = subset(tmp_path, "2024", {"global_mean": 1}, name="my-cases")
+    with pytest.raises(SystemExit):
+        check.main([str(folder)])
+    assert ("cannot tell the edition from the folder name 'my-cases': give --edition 2024 or"
+            " --edition 2025") in capsys.readouterr().err
+    named = subset(tmp_path, "2024", {"global_mean": 1}, name="tests-2024")
+    with Fake.of_folder(folder) as fake:
+        assert check.main([str(named), "--url", f"127.0.0.1:{fake.port}"]) == 0
+        assert "edition 2024 (from the folder's name; --edition chooses)" in (
+            capsys.readouterr().out)
+        assert check.main([str(folder), "--edition", "2025", "--url",
+                           f"127.0.0.1:{fake.port}"]) == 0
+        assert "edition 2025 (--edition)" in capsys.readouterr().out
 
 
-def test_a_server_that_never_answers_is_unreachable_too(one_case, silent_port, capsys):
-    assert check.main([str(one_case), "--url", f"127.0.0.1:{silent_port}",
-                       "--timeout", "0.2"]) == 2
-    assert capsys.readouterr().err == (
-        f"lestats.check: error: cannot reach http://127.0.0.1:{silent_port}: timed out\n")
+def test_unreadable_cases_are_one_line_and_exit_2(tmp_path, capsys):
+    for folder, message in ((tmp_path / "missing", "is not a directory"),
+                            (tmp_path, "no endpoint suites under")):
+        with pytest.raises(SystemExit):
+            check.main([str(folder), "--edition", "2024"])
+        assert message in capsys.readouterr().err
+    folder = subset(tmp_path, "2024", {"best5": 1})
+    (folder / "best5" / "output" / "out-1.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        check.main([str(folder), "--edition", "2024"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read case file" in err
 
 
-# -- 2. time limits -----------------------------------------------------------
-
-@pytest.mark.parametrize("name, seconds", [
-    ("2024", 1.0), ("cases-2024", 1.0), ("2025", 3.0), ("tests_2025", 3.0),
-    ("mine", 3.0), ("2024-vs-2025", 3.0),
-])
-def test_the_default_limit_is_the_courses_for_the_edition(tmp_path, name, seconds):
-    assert check.default_timeout(tmp_path / name) == seconds
-
-
-def test_the_limit_in_use_is_printed_and_timeout_changes_it(tiny_server, tmp_path, capsys):
-    cases = write_suite(tmp_path / "2024", "global_mean", [PASSING])
-    url = f"127.0.0.1:{tiny_server.port}"
-    assert check.main([str(cases), "--url", url]) == 0
-    assert "1 s per job (the course's limit for the 2024 cases)" in capsys.readouterr().out
-    assert check.main([str(cases), "--url", url, "--timeout", "2.5"]) == 0
-    assert "2.5 s per job (--timeout)" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
-def test_a_timeout_that_is_not_a_positive_number_is_refused(one_case, seconds, capsys):
-    assert check.main([str(one_case), "--timeout", seconds]) == 2
-    assert capsys.readouterr().err == (f"lestats.check: error: --timeout {float(seconds)}: "
-                                       "give a positive number of seconds\n")
-
-
-def test_jobs_that_never_finish_stop_the_suite_after_three_timeouts(serve, tiny_index,
-                                                                     tmp_path, capsys):
-    gate = threading.Event()
-    pool = ThreadPool(1)
-    live = serve(tiny_index, pool=pool)
-    cases = write_suite(tmp_path / "cases", "global_mean", [PASSING] * 5)
-    try:
-        pool.submit(gate.wait)   # hold the only worker: no job ever finishes
-        assert check.main([str(cases), "--url", f"127.0.0.1:{live.port}",
-                           "--timeout", "0.3"]) == 1
-    finally:
-        gate.set()
-    out = capsys.readouterr().out
-    assert "global_mean                0/5   passed   0.00/10 points  (course: 0)" in out
-    assert out.count("still running after 0.3 s") == 3
-    assert ("  STOPPED global_mean after 3 timeouts in a row: "
-            "its 2 remaining cases count as failed\n") in out
-    assert "total: 0/5 cases" in out
-
-
-def test_requests_left_unanswered_count_as_timeouts(one_case, silent_port, monkeypatch,
-                                                    capsys):
-    write_suite(one_case, "state_mean", [PASSING] * 4)
-    monkeypatch.setattr(check.Client, "probe", lambda self: None)   # as if it answered once
-    assert check.main([str(one_case), "--url", f"127.0.0.1:{silent_port}",
-                       "--timeout", "0.1"]) == 1
-    out = capsys.readouterr().out
-    assert out.count("no answer within 0.1 s") == 4      # 1 in global_mean, 3 in state_mean
-    assert "STOPPED state_mean after 3 timeouts in a row: its 1 remaining case counts as failed" in out
-
-
-def outcomes_of(kinds):
-    """Outcomes for run_case to return: T timed out, P passed, F failed."""
-    return [check.Outcome(f"c{i}", None if kind == "P" else "x", timed_out=kind == "T")
-            for i, kind in enumerate(kinds)]
-
-
-@pytest.mark.parametrize("kinds, run, skipped", [
-    ("TTPTTTPP", 6, 2),     # the streak counts only timeouts in a row
-    ("TTFTTPP", 7, 0),      # a plain failure breaks the streak
-    ("PPTTT", 5, 0),        # nothing left to skip
-])
-def test_only_consecutive_timeouts_stop_a_suite(monkeypatch, kinds, run, skipped):
-    ran = iter(outcomes_of(kinds))
-    monkeypatch.setattr(check, "run_case", lambda *_: next(ran))
-    cases = [(f"c{i}", {}, {}) for i in range(len(kinds))]
-    result = check.run_suite(None, "global_mean", cases, 1.0)
-    assert len(result.outcomes) == len(kinds) and result.skipped == skipped
-    assert [o.name for o in result.outcomes] == [name for name, _, _ in cases]
-    assert all(o.failure for o in result.outcomes[run:])
-
-
-# -- 3. points ----------------------------------------------------------------
-
-@pytest.mark.parametrize("points, whole", [
-    (Fraction(5, 2), 3),      # 5 of 20 cases; Python's round() would say 2
-    (Fraction(7, 2), 4),
-    (Fraction(40, 9), 4),     # 4 of 9
-    (Fraction(70, 9), 8),     # 7 of 9
-    (Fraction(0), 0),
-    (Fraction(10), 10),
-])
-def test_the_course_score_rounds_each_suite_half_up(points, whole):
-    assert check.round_half_up(points) == whole
-
-
-def test_exact_and_course_points_are_printed_side_by_side(tiny_server, tmp_path, capsys):
-    ohio_passing = ({"question": OBESITY, "state": "Ohio"}, {"Ohio": 6.0})
-    ohio_failing = ({"question": OBESITY, "state": "Ohio"}, {"Ohio": 7.0})
-    cases = write_suite(tmp_path / "cases", "global_mean", [PASSING, FAILING, PASSING])
-    write_suite(cases, "state_mean", [ohio_failing, ohio_passing, ohio_passing])
-    assert check.main([str(cases), "--url", f"127.0.0.1:{tiny_server.port}"]) == 1
-    out = capsys.readouterr().out
-    assert "global_mean                2/3   passed   6.67/10 points  (course: 7)" in out
-    assert "state_mean                 2/3   passed   6.67/10 points  (course: 7)" in out
-    assert ("total: 4/6 cases, 13.33/20 points; "
-            "course score (each suite rounded): 14/20\n") in out
-
-
-def test_the_2025_cases_say_where_the_last_10_points_are(tiny_server, tmp_path, capsys):
-    cases = write_suite(tmp_path / "checker-2025", "global_mean", [PASSING])
-    assert check.main([str(cases), "--url", f"127.0.0.1:{tiny_server.port}"]) == 0
-    assert ("the 2025 checker's final score is out of 100: 10 of its points come "
-            "from checks that are not among these cases\n") in capsys.readouterr().out
-
-
-# -- 4. help ------------------------------------------------------------------
-
-def test_help_describes_every_argument_and_its_default(capsys):
+def test_help_describes_every_option(capsys):
     with pytest.raises(SystemExit) as stop:
         check.main(["--help"])
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "CASES_DIR the cases, in the course layout: <endpoint>/input/in-N.json" in text
-    assert "--url URL the server: host, host:port or http://host:port" in text
-    assert "the port defaults to 5000 (default: http://127.0.0.1:5000)" in text
-    assert "--timeout SECONDS how long one job may take" in text
-    assert "1 when the name of CASES_DIR contains 2024, 3 when it contains 2025" in text
-    assert "Exit status: 0 when every case passes, 1 when one fails, 2" in text
+    for option in ("CASES_DIR", "--edition", "--url", "--app", "--results-dir",
+                   "--request-timeout", "--deep", "--pid", "--deep-shutdown"):
+        assert option in text
+    assert "the published cases shipped in data/cases, both editions" in text
 
 
-# -- 5. what stays: comparison, first difference, exit statuses ---------------
-
-def test_a_failing_case_is_reported_and_exits_non_zero(tiny_server, tmp_path, capsys):
-    cases = write_suite(tmp_path / "cases", "global_mean",
-                        [FAILING, ({"question": "not a question"}, {"global_mean": 1.0})])
-    assert check.main([str(cases), "--url", f"127.0.0.1:{tiny_server.port}"]) == 1
-    out = capsys.readouterr().out
-    assert "global_mean                0/2" in out
-    assert "FAIL global_mean/in-1: data['global_mean']: expected 1.0, got 14.5" in out
-    assert "FAIL global_mean/in-2: POST answered 400" in out
-
-
-def test_a_server_that_goes_away_or_fails_a_job_fails_the_case(
-        tiny_server, one_case, unused_port, monkeypatch, capsys):
-    def disk_full(*_args):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(tiny_server.store, "write_result", disk_full)
-    assert check.main([str(one_case), "--url", f"127.0.0.1:{tiny_server.port}"]) == 1
-    assert "FAIL global_mean/in-1: get_results answered 500" in capsys.readouterr().out
-    monkeypatch.setattr(check.Client, "probe", lambda self: None)   # it was there, then left
-    assert check.main([str(one_case), "--url", f"127.0.0.1:{unused_port}"]) == 1
-    assert "FAIL global_mean/in-1: request failed: ConnectionRefusedError" in (
-        capsys.readouterr().out)
-
-
-def test_no_cases_is_one_line_and_exit_2(tmp_path, capsys):
-    assert check.main([str(tmp_path / "missing")]) == 2
-    assert capsys.readouterr().err == (
-        f"lestats.check: error: {tmp_path / 'missing'} is not a directory\n")
-    (tmp_path / "empty").mkdir()
-    assert check.main([str(tmp_path / "empty")]) == 2
-    assert "no endpoint suites under" in capsys.readouterr().err
-    cases = write_suite(tmp_path / "cases", "best5", [({"question": "q"}, {})])
-    (cases / "best5" / "output" / "out-1.json").write_text("{not json")
-    assert check.main([str(cases)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot read case file" in err and "out-1.json" in err
-
-
-@pytest.mark.parametrize("expected, actual, difference", [
-    ({"a": 1.0}, {"a": 1.009}, None),
-    ({"a": 1.0}, {"a": 1.02}, "data['a']: expected 1.0, got 1.02"),
-    ({"a": 1}, {"b": 1}, "data: missing keys ['a'], unexpected keys ['b']"),
-    ({"a": {"b": [1, 2]}}, {"a": {"b": [1, 2.001]}}, None),
-    ([1, 2], [1], "data: expected 2 items, got 1"),
-    ([1, 2], [1, 3], "data[1]: expected 2, got 3"),
-    ({"a": "x"}, {"a": "y"}, "data['a']: expected 'x', got 'y'"),
-    ({"a": True}, {"a": 1}, "data['a']: expected True, got 1"),
-    ({"b": 1, "a": 2}, {"a": 2, "b": 1}, None),   # key order is not checked
-])
-def test_first_difference(expected, actual, difference):
-    assert check.first_difference(expected, actual) == difference
+def test_case_bodies_are_sent_as_json(tmp_path):
+    folder = subset(tmp_path, "2024", {"state_mean": 1})
+    body = json.loads((folder / "state_mean" / "input" / "in-1.json").read_text())
+    with Fake.of_folder(folder) as fake:
+        result, _ = run_check(folder, "2024", fake.port)
+    assert result.all_passed and set(body) == {"question", "state"}

@@ -406,11 +406,13 @@ def test_the_log_has_utc_times_with_z_and_every_route_entry_and_exit(tmp_path):
     assert "GET /api/num_jobs end 200" in text
 
 
-def test_with_no_data_option_the_demo_is_used_and_labelled_synthetic(tmp_path):
+def test_with_no_data_option_the_shipped_data_is_used_and_said_to_be(tmp_path):
     server = Server(tmp_path)   # no --data: the course file is not in tmp_path either
-    assert "demo.csv" in server.banner and "synthetic" in server.banner
+    assert "data/nutrition_activity_obesity_usa_subset.csv.gz" in server.banner
+    assert "the shipped data: the course's CSV rebuilt from its published outputs" in (
+        server.banner)
     assert server.stop() == 0
-    assert "SYNTHETIC demo data" in server.log.read_text()
+    assert "synthetic rows with the course's means" in server.log.read_text()
 
 
 def test_slow_motion_is_said_at_start(tmp_path):
@@ -429,7 +431,7 @@ def test_python_m_lestats_is_the_same_program_and_runs_the_tools(tmp_path):
     tool = subprocess.run([sys.executable, "-m", "lestats", "check", "--help"],
                           cwd=REPO, capture_output=True, text=True, timeout=30)
     assert tool.returncode == 0 and tool.stdout.startswith("usage: python3 -m lestats check")
-    assert os.path.isfile(REPO / "lestats" / "tools" / "check.py")
+    assert os.path.isfile(REPO / "lestats" / "grade" / "check.py")
 
 
 def test_on_sigterm_every_accepted_request_is_answered(tmp_path):

@@ -1,6 +1,7 @@
 """The loader: one pass, means per question/state/group, bad files refused."""
 
 import csv
+import gzip
 import math
 import tracemalloc
 import zipfile
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lestats import cli
-from lestats.data import DEMO_FILE, LINE_LIMIT, DataError, find_data_file, load
+from lestats.data import LINE_LIMIT, SHIPPED_DATA, DataError, find_data_file, load
 
 from conftest import MUSCLE, OBESITY, row, write_csv
 
@@ -84,16 +85,39 @@ def test_a_missing_or_undecodable_file_is_refused_with_its_name(tmp_path):
 def test_the_data_file_is_found_in_api_order(tmp_path):
     assert find_data_file("given.csv", {"LESTATS_DATA": "env.csv"}, tmp_path) == Path("given.csv")
     assert find_data_file(None, {"LESTATS_DATA": "env.csv"}, tmp_path) == Path("env.csv")
-    assert find_data_file(None, {}, tmp_path) == DEMO_FILE
+    assert find_data_file(None, {}, tmp_path) == SHIPPED_DATA
     course = tmp_path / "nutrition_activity_obesity_usa_subset.csv"
     course.write_text("x", encoding="utf-8")
     assert find_data_file(None, {}, tmp_path) == course
 
 
-def test_the_demo_file_loads_and_says_it_is_the_demo(tiny_index):
-    demo = load(DEMO_FILE)
-    assert demo.is_demo and not tiny_index.is_demo
-    assert len(demo.questions) == 9
+def test_the_shipped_data_loads_and_says_it_is_the_shipped_data(tiny_index):
+    shipped = load(SHIPPED_DATA)
+    assert shipped.is_shipped and not tiny_index.is_shipped
+    assert (len(shipped.questions), shipped.rows, shipped.skipped) == (9, 18650, 0)
+
+
+# -- gzip: the shipped data is read through it ---------------------------------
+
+def test_a_gzipped_file_reads_as_the_plain_one(tmp_path, tiny_csv, tiny_index):
+    packed = tmp_path / "tiny.csv.gz"
+    packed.write_bytes(gzip.compress(tiny_csv.read_bytes()))
+    index = load(packed)
+    assert (index.questions, index.rows, index.skipped) == (
+        tiny_index.questions, tiny_index.rows, tiny_index.skipped)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[:len(data) // 2],                       # cut short
+    lambda data: data[:20] + b"\xff" * 40 + data[60:],        # a damaged stream
+    lambda data: b"not gzip at all",
+])
+def test_a_damaged_gzip_is_one_line(tmp_path, tiny_csv, damage):
+    packed = tmp_path / "bad.csv.gz"
+    packed.write_bytes(damage(gzip.compress(tiny_csv.read_bytes() * 50)))
+    with pytest.raises(DataError, match=r"bad\.csv\.gz: cannot read: ") as error:
+        load(packed)
+    assert "\n" not in str(error.value)
 
 
 # -- csv.DictReader: columns by name, rows as the csv module reads them -------
@@ -233,7 +257,7 @@ def plain_means(path):
     a running sum per (question, state, category, stratification) in file order,
     those sums added up in order of first appearance per state and per question."""
     sums = {}
-    with open(path, newline="", encoding="utf-8-sig") as stream:
+    with gzip.open(path, "rt", newline="", encoding="utf-8-sig") as stream:
         for record in csv.DictReader(stream):
             try:
                 value = float(record["Data_Value"])
@@ -257,8 +281,8 @@ def plain_means(path):
 
 
 def test_ordinary_means_are_bit_for_bit_sum_over_count():
-    expected = plain_means(DEMO_FILE)
-    index = load(DEMO_FILE)
+    expected = plain_means(SHIPPED_DATA)
+    index = load(SHIPPED_DATA)
     found = {"global": {}, "state": {}, "group": {}}
     for question, means in index.questions.items():
         found["global"][(question,)] = means.global_mean
@@ -273,7 +297,7 @@ def test_ordinary_means_are_bit_for_bit_sum_over_count():
             assert mean.hex() == expected[table][key].hex(), (table, key)
 
 
-# -- a file inside a zip archive (as data/demo.csv is inside lestats.pyz) ------
+# -- a file inside a zip archive (as the shipped data is inside lestats.pyz) ---
 
 def test_a_file_inside_a_zip_archive_is_read_from_it(tmp_path, tiny_csv, tiny_index):
     archive = tmp_path / "bundle.zip"
@@ -285,3 +309,11 @@ def test_a_file_inside_a_zip_archive_is_read_from_it(tmp_path, tiny_csv, tiny_in
     for missing in (archive / "data" / "none.csv", tiny_csv / "not-a-zip.csv"):
         with pytest.raises(DataError, match="cannot read"):
             load(missing)
+
+
+def test_a_gzipped_file_inside_a_zip_archive_is_read_from_it(tmp_path, tiny_csv, tiny_index):
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("data/tiny.csv.gz", gzip.compress(tiny_csv.read_bytes()))
+    inside = load(archive / "data" / "tiny.csv.gz")
+    assert (inside.questions, inside.rows) == (tiny_index.questions, tiny_index.rows)

@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 
 from lestats.tools import soak
-from lestats.data import load
+from lestats.data import SHIPPED_DATA, load
 from lestats.tools.soak import ServerProcess, call, random_request
 from lestats.statistics import prepare
 from lestats.journal import AcceptedJob
-
-from conftest import REPO
-
-DEMO = REPO / "data" / "demo.csv"
 
 
 class KeepAliveClient:
@@ -39,8 +35,8 @@ class KeepAliveClient:
 
 @pytest.mark.slow
 def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
-    index = load(DEMO)
-    server = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
+    index = load(SHIPPED_DATA)
+    server = ServerProcess(SHIPPED_DATA, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
     received = []            # (job id, name, body); list.append is atomic
     halfway = threading.Event()
     stop = threading.Event()
@@ -71,7 +67,7 @@ def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
         thread.join(timeout=30)
     assert len(received) >= 1500
 
-    again = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
+    again = ServerProcess(SHIPPED_DATA, tmp_path / "results", tmp_path / "log", ["--workers", "2"])
     try:
         status, _ = call(again.port, "GET", "/api/graceful_shutdown")
         assert status == 200
@@ -79,7 +75,7 @@ def test_every_job_id_given_out_survives_a_sigkill(tmp_path):
     finally:
         if again.process.poll() is None:
             again.kill()
-    check = ServerProcess(DEMO, tmp_path / "results", tmp_path / "log")
+    check = ServerProcess(SHIPPED_DATA, tmp_path / "results", tmp_path / "log")
     try:
         numbers = sorted(int(job_id[7:]) for job_id, _, _ in received)
         assert len(set(numbers)) == len(numbers)
@@ -141,7 +137,7 @@ def test_graceful_shutdown_drains_five_thousand_queued_jobs(serve, tiny_index):
 def test_sigterm_during_a_drain_exits_0_after_the_last_result(tmp_path):
     """5,000 jobs accepted by an earlier run are queued at start; graceful
     shutdown and SIGTERM arrive while they drain."""
-    index = load(DEMO)
+    index = load(SHIPPED_DATA)
     rng = random.Random(5)
     results = tmp_path / "results"
     results.mkdir()
@@ -149,7 +145,7 @@ def test_sigterm_during_a_drain_exits_0_after_the_last_result(tmp_path):
         for number in range(1, 5001):
             name, body = random_request(index, rng)
             journal.write(AcceptedJob(number, name, body["question"], body.get("state")).line())
-    server = ServerProcess(DEMO, results, tmp_path / "log", ["--workers", "1"])
+    server = ServerProcess(SHIPPED_DATA, results, tmp_path / "log", ["--workers", "1"])
     assert call(server.port, "GET", "/api/graceful_shutdown")[0] == 200
     status, answer = call(server.port, "POST", "/api/global_mean",
                           {"question": sorted(index.questions)[0]})

@@ -60,3 +60,24 @@ def test_a_bare_isolated_python_serves_a_job(tmp_path):
         assert server.wait_done(job_id) == {"status": "done", "data": {"global_mean": 14.5}}
     finally:
         assert server.stop() == 0
+
+
+def test_the_server_imports_nothing_of_the_grading_tools():
+    """lestats/grade/ is for teaching assistants: only the tools may import it
+    (cli names it in TOOLS as text, imported when asked for)."""
+    importers = []
+    for source in sorted((REPO / "lestats").rglob("*.py")):
+        part = source.relative_to(REPO / "lestats").parts[0]
+        if part in ("grade", "tools"):
+            continue
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(name.startswith(("lestats.grade", ".grade", "..grade")) for name in names):
+                importers.append(str(source.relative_to(REPO)))
+    assert importers == []

@@ -1,6 +1,6 @@
 """The benchmark: lestats against the floor of its own stack, in one run.
 
-    python3 -m lestats bench [--quick] [--json PATH] [--checker-dir DIR]
+    python3 -m lestats bench [--quick] [--json PATH] [--data CSV] [--cases DIR]
 
 Every server is a child process on loopback; every client runs in this
 process.  It measures and prints:
@@ -12,7 +12,7 @@ process.  It measures and prints:
    16 clients over a mix of all nine statistics, and the ratio to the floor;
 3. job latency: from the client having its POST answer to the result file
    existing (both on CLOCK_MONOTONIC, which every process shares), p50/p99/max;
-4. the checker: ``lestats.check`` over both editions against lestats and
+4. the checker: ``lestats check`` over both editions against lestats and
    against a server that computes in the request thread, and how many first
    polls found a job still running;
 5. start-up (process start to the first answer) and peak RSS at 19k, 200k and
@@ -41,8 +41,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import check, hostile
-from ..data import DEMO_FILE, DataIndex, load
+from . import hostile
+from ..data import COURSE_FILE_NAME, SHIPPED_DATA, DataIndex, load, open_csv
+from ..grade.cases import SHIPPED_CASES
+from ..grade.check import Outcome, check_edition
+from ..grade.client import Client
+from ..grade.course import EDITIONS
 from .demo import scale
 from ..jobs import JobResult, job_number
 from .soak import RUN_PY, ServerProcess, proc_status
@@ -310,28 +314,31 @@ def step_cycles(data: Path, index: DataIndex, seconds: float, workdir: Path,
     report["post_round_trip_ms_c1"] = {"p50": round(percentile(round_trips, 0.5) * 1000, 3)}
 
 
-def step_checker(checker_dir: Optional[Path], workdir: Path, report: Dict[str, Any]) -> None:
-    """Step 4: lestats.check over both editions, against lestats and a synchronous server."""
-    if checker_dir is None or not (checker_dir / "cases").is_dir():
-        report["checker"] = "skipped: no checker cases (see --checker-dir)"
+def run_checker(cases: Path, port: int) -> Tuple[bool, List[Outcome]]:
+    """``lestats check`` over each edition under ``cases`` (its rules, no report):
+    (all passed, every outcome)."""
+    results = [check_edition(Client("127.0.0.1", port), cases / name, EDITIONS[name],
+                             io.StringIO()) for name in sorted(EDITIONS) if (cases / name).is_dir()]
+    return (all(result.all_passed for result in results),
+            [outcome for result in results for outcome in result.outcomes])
+
+
+def step_checker(data: Path, cases: Optional[Path], workdir: Path,
+                 report: Dict[str, Any]) -> None:
+    """Step 4: lestats check over both editions, against lestats and a synchronous server."""
+    if cases is None:
+        report["checker"] = "skipped: no checker cases (see --cases)"
         return
-    data = checker_dir / "nutrition_activity_obesity_usa_subset.csv"
-    editions = sorted(p for p in (checker_dir / "cases").iterdir() if p.is_dir())
 
     def run_all(port: int) -> Tuple[float, int, int, bool]:
         start = time.monotonic()
-        outcomes: List[check.Outcome] = []
-        passed = True
-        for edition in editions:
-            ok, found = check.run(edition, f"http://127.0.0.1:{port}", 10.0, io.StringIO())
-            passed = passed and ok
-            outcomes += found
+        passed, outcomes = run_checker(cases, port)
         running = sum(outcome.first_poll_running for outcome in outcomes)
         return time.monotonic() - start, running, len(outcomes), passed
 
     server = ServerProcess(data, workdir / "results-checker", workdir / "checker.log")
     try:
-        seconds, running, cases, passed = run_all(server.port)
+        seconds, running, count, passed = run_all(server.port)
     finally:
         server.stop()
     sync = Child("sync", str(data), str(workdir / "results-sync"))
@@ -340,11 +347,11 @@ def step_checker(checker_dir: Optional[Path], workdir: Path, report: Dict[str, A
     finally:
         sync.stop()
     report["checker"] = {
-        "cases": cases, "all_passed": passed and sync_passed,
+        "cases": count, "all_passed": passed and sync_passed,
         "lestats_s": round(seconds, 3), "synchronous_s": round(sync_seconds, 3),
         "ratio": round(seconds / sync_seconds, 2),
         "first_polls_running": running,
-        "first_polls_running_pct": round(100 * running / max(1, cases), 2)}
+        "first_polls_running_pct": round(100 * running / max(1, count), 2)}
 
 
 class Subscriber:
@@ -373,7 +380,7 @@ class Subscriber:
         self._thread.join(timeout=10)
 
 
-def step_watching(data: Path, index: DataIndex, checker_dir: Optional[Path], seconds: float,
+def step_watching(data: Path, index: DataIndex, cases: Optional[Path], seconds: float,
                   rounds: int, workdir: Path, report: Dict[str, Any]) -> None:
     """Step 7: what watching costs.  On one server, cycles/s at 1 and 4
     clients with no page open and with 10 event-stream subscribers, taking
@@ -401,14 +408,9 @@ def step_watching(data: Path, index: DataIndex, checker_dir: Optional[Path], sec
                                            / max(rates["none"][clients]), 3)}
             for clients in (1, 4)}
         result["events_received"] = events
-        if checker_dir is not None and (checker_dir / "cases").is_dir():
+        if cases is not None:
             subscribers = [Subscriber(server.port) for _ in range(10)]
-            outcomes: List[check.Outcome] = []
-            passed = True
-            for edition in sorted(p for p in (checker_dir / "cases").iterdir() if p.is_dir()):
-                ok, found = check.run(edition, f"http://127.0.0.1:{server.port}", 10.0,
-                                      io.StringIO())
-                passed, outcomes = passed and ok, outcomes + found
+            passed, outcomes = run_checker(cases, server.port)
             for subscriber in subscribers:
                 subscriber.close()
             result["checker_with_10_subscribers"] = {
@@ -703,6 +705,16 @@ def print_report(report: Dict[str, Any], out=None) -> None:
           f" bytes per job (tracemalloc), RSS +{memory['rss_mib']} MiB", file=out)
 
 
+def plain_csv(data: Path, workdir: Path) -> Path:
+    """``data``, or for a .gz file its plain copy in ``workdir``."""
+    if data.suffix != ".gz":
+        return data
+    plain = workdir / COURSE_FILE_NAME
+    with open_csv(data) as source, open(plain, "w", newline="", encoding="utf-8") as out:
+        shutil.copyfileobj(source, out)
+    return plain
+
+
 def bench_hostile(data: Path, quick: bool, json_path: Optional[Path]) -> int:
     """The hostile mode: tools.hostile's measurements, as one table."""
     report = hostile.run_all(data, jobs=2_000 if quick else 200_000,
@@ -733,9 +745,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--hostile", action="store_true",
                         help="instead, measure the server under hostile clients (one table)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
-    parser.add_argument("--checker-dir", type=Path,
-                        default=REPO.parent / "shared"
-                        / "checker")
+    parser.add_argument("--data", type=Path, default=SHIPPED_DATA,
+                        help="the survey CSV (default: the shipped one; a .gz is unpacked"
+                        " first, so that start-up is timed on a plain CSV)")
+    parser.add_argument("--cases", type=Path, default=SHIPPED_CASES,
+                        help="the checker's cases, one folder per edition (default: the"
+                        " shipped ones)")
     parser.add_argument("--compare", type=Path, metavar="RUN_PY",
                         help="also measure another checkout's run.py, turn about with this one")
     parser.add_argument("--callgrind", action="store_true",
@@ -744,23 +759,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="seconds per concurrency level (default 3)")
     args = parser.parse_args(argv)
-    checker_csv = args.checker_dir / "nutrition_activity_obesity_usa_subset.csv"
-    source = checker_csv if checker_csv.is_file() else DEMO_FILE
     if args.hostile:
-        return bench_hostile(source, args.quick, args.json)
+        return bench_hostile(args.data, args.quick, args.json)
     seconds = 0.3 if args.quick else args.seconds
     sizes = [0] if args.quick else [0, 200_000, 1_000_000]
     report: Dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                              "quick": args.quick, "data": str(source)}
+                              "quick": args.quick, "data": str(args.data)}
+    cases = args.cases if args.cases.is_dir() else None
     with tempfile.TemporaryDirectory(prefix="lestats-bench-") as tmp:
         workdir = Path(tmp)
+        source = plain_csv(args.data, workdir)
         index = load(source)
         step_cycles(source, index, seconds, workdir, report)
-        step_checker(args.checker_dir if checker_csv.is_file() else None, workdir, report)
+        step_checker(source, cases, workdir, report)
         files = step_sizes(source, sizes, workdir, report)
         step_compute(files[0], files.get(sizes[-1]) if len(sizes) > 1 else None,
                      1 if args.quick else 3, report)
-        step_watching(source, index, args.checker_dir if checker_csv.is_file() else None,
+        step_watching(source, index, cases,
                       seconds, 1 if args.quick else 3, workdir, report)
         step_memory(source, 2_000 if args.quick else 200_000, workdir, report)
         if args.compare:

@@ -1,12 +1,12 @@
 """A seeded generator of SYNTHETIC survey data with the course file's header.
 
-``data/demo.csv`` is its output with the defaults::
+    python3 -m lestats demo --out demo.csv
 
-    python3 -m lestats demo --out data/demo.csv
-
-Every (question, state) pair gets a "Total" row and one row of each other
-stratification category, so every question, state and category is present;
-rows past that are drawn at random.  ``--from CSV`` instead draws rows from
+It writes made-up data of any size (the server ships the rebuilt course
+file instead, see lestats.data).  Every (question, state) pair gets a
+"Total" row and one row of each other stratification category, so every
+question, state and category is present; rows past that are drawn at
+random.  ``--from CSV`` instead draws rows from
 a given file (the benchmark makes its 200k and 1M-row files from the checker
 CSV that way, so they have the same groups).  About 2% of made-up rows have
 an empty Data_Value with the "~" footnote, as in the real file, to exercise
@@ -19,6 +19,8 @@ import random
 import sys
 from pathlib import Path
 from typing import List, Optional, TextIO
+
+from ..data import open_csv
 
 HEADER = [
     "", "YearStart", "YearEnd", "LocationAbbr", "LocationDesc", "Datasource", "Class",
@@ -159,7 +161,7 @@ def scale(source: Path, out: TextIO, rows: int, seed: int = DEFAULT_SEED) -> int
     (seeded, with replacement), each numeric Data_Value nudged by up to 0.5:
     a bigger file with the same questions, states and groups."""
     rng = random.Random(seed)
-    with open(source, newline="", encoding="utf-8-sig") as stream:
+    with open_csv(source) as stream:
         reader = csv.reader(stream)
         header = next(reader)
         pool = list(reader)

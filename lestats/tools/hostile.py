@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..data import DEMO_FILE
+from ..data import SHIPPED_DATA
 from .soak import RUN_PY, ServerProcess, proc_status
 
 TRICKLE_HEAD = b"GET / HTTP/1.1\r\nHost: lestats\r\nX-Trickle: "
@@ -487,7 +487,7 @@ def run_all(data: Optional[Path], jobs: int = 200_000, tricklers: int = 1000,
                  lambda server: measure_fd_limit(server, fd_limit + 64))
         measured("expect 100-continue", start("expect"), lambda server: {
             **measure_expect_continue(server.port), **measure_curl_expect(server.port)})
-        report["disk flood"] = _disk_flood(work, data or DEMO_FILE, start, min(10.0, seconds))
+        report["disk flood"] = _disk_flood(work, data or SHIPPED_DATA, start, min(10.0, seconds))
     return report
 
 

@@ -45,8 +45,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .check import first_difference
-from ..data import DEMO_FILE, DataIndex, load
+from ..grade.compare import difference
+from ..data import SHIPPED_DATA, DataIndex, load
 from ..statistics import STATISTICS, prepare
 
 RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
@@ -352,10 +352,10 @@ def check_received(port: int, index: DataIndex, received: List[Tuple[str, str, D
             if position >= wiped_before:
                 examples.append(f"{job_id}: {status} {answer}")
             continue
-        difference = first_difference(expected, answer["data"])
-        if difference:
+        found = difference(answer["data"], expected)
+        if found:
             counts["wrong"] += 1
-            examples.append(f"{job_id}: {difference}")
+            examples.append(f"{job_id}: {found.text}")
         else:
             counts["finished"] += 1
     ids = [job_id for job_id, _, _ in received]
@@ -416,7 +416,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="the server's worker threads")
     parser.add_argument("--client-timeout", type=float, default=2.0,
                         help="the server's --client-timeout")
-    parser.add_argument("--data", type=Path, default=DEMO_FILE, help="the survey CSV")
+    parser.add_argument("--data", type=Path, default=SHIPPED_DATA, help="the survey CSV")
     parser.add_argument("--seed", type=int, default=1, help="seed of the traffic")
     parser.add_argument("--no-full-disk", action="store_true",
                         help="skip the full-disk check (it needs root)")
