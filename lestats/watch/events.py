@@ -250,9 +250,10 @@ class SseStream:
     gathered for up to GATHER seconds: a page wants a few updates a second,
     and one wake-up per event would cost the server more than the events.
 
-    ``close()`` unsubscribes, whether the stream was read or not (a HEAD
-    request never reads it): a generator that never started would not run
-    its ``finally``, and the subscription would hold its slot for ever.
+    Whoever takes a stream closes it (the server does, in every case):
+    ``close()`` unsubscribes, whether the stream was read or not; a
+    generator's ``finally`` would not run for one that never started, and
+    the subscription would hold its slot for ever.
     """
 
     def __init__(self, subscription: Subscription):
@@ -271,21 +272,21 @@ class SseStream:
         self._subscription.close()
 
     def _generate(self) -> Iterator[bytes]:
+        """The chunks.  It ends when the subscription has ended (the bus
+        closed, or this subscriber dropped or evicted: the bus has let it go
+        then); a reader that stops early calls ``close``."""
         subscription = self._subscription
         bus = subscription.bus
-        try:
-            yield b"retry: 2000\n\n"
-            while True:
-                events = subscription.get(KEEP_ALIVE, gather=GATHER)
-                if events is None:
-                    return
-                if not events:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield bus.sse_text(events)
-                if events[-1].kind in LAST_KINDS:   # dropped or evicted: it ends here
-                    log.warning("an event stream %s", "fell behind and was dropped"
-                                if events[-1].kind == DROPPED else "gave way to a newer one")
-                    return
-        finally:
-            subscription.close()
+        yield b"retry: 2000\n\n"
+        while True:
+            events = subscription.get(KEEP_ALIVE, gather=GATHER)
+            if events is None:
+                return
+            if not events:
+                yield b": keep-alive\n\n"
+                continue
+            yield bus.sse_text(events)
+            if events[-1].kind in LAST_KINDS:   # dropped or evicted: it ends here
+                log.warning("an event stream %s", "fell behind and was dropped"
+                            if events[-1].kind == DROPPED else "gave way to a newer one")
+                return
