@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, NoReturn, Optional, Type
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Tuple, Type
 
 from . import logs
 from .data import DataError, DataIndex, find_data_file, load
@@ -30,6 +30,8 @@ from .pool import ThreadPool
 from .resultsdir import missing_guarantees
 from .storage import JobStore, StoreError
 from .watch.events import EventBus
+from .watch.step import Stepper
+from .watch.steplocks import steppable, steppable_jobs
 from .watch.trace import TraceWriter
 from .connections import DEFAULT_MAX_CONNECTIONS, fit_connection_cap
 from .http11 import DEFAULT_CLIENT_TIMEOUT
@@ -136,6 +138,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="teaching only, DELIBERATELY BROKEN: serve with the bug lab's broken pool NAME"
         " (python3 -m lestats lab lists the mistakes) to watch its mistake on the live"
         " page; the server then loses, stalls or wastes work as that lab shows")
+    add("--step", action="store_true",
+        help="teaching: start in step mode: the pool's threads stop at each synchronization"
+        " point until let go from the live page at / (which can also turn it on and off)")
     return parser.parse_args(argv)
 
 
@@ -155,42 +160,50 @@ def worker_count(option: Optional[int], environ: Mapping[str, str]) -> int:
     return count
 
 
-def pool_class(broken: Optional[str]) -> Type[ThreadPool]:
-    """ThreadPool; with --broken-pool-for-teaching NAME, the bug lab's
-    deliberately broken pool NAME (the lab is imported only then)."""
+def pool_class(broken: Optional[str]) -> Tuple[Type[ThreadPool], Type[JobManager]]:
+    """ThreadPool and JobManager; with --broken-pool-for-teaching NAME, the
+    bug lab's deliberately broken pool (or job layer) NAME instead (the lab
+    is imported only then)."""
     if broken is None:
-        return ThreadPool
+        return ThreadPool, JobManager
     lab = importlib.import_module("lestats.lab.broken.pools")
+    layers = importlib.import_module("lestats.lab.broken.ids").FOR_THE_SERVER
     pools = lab.FOR_THE_SERVER
-    if broken not in pools:
+    if broken not in pools and broken not in layers:
         why = lab.NOT_FOR_THE_SERVER.get(broken, f"no broken pool is called {broken!r}")
         raise StartError(f"--broken-pool-for-teaching: {why}; the broken pools are:"
-                         f" {', '.join(pools)}")
+                         f" {', '.join([*pools, *layers])}")
     log.warning("DELIBERATELY BROKEN pool %r in use, for teaching only: this server"
                 " does not work correctly", broken)
-    return pools[broken]
+    return pools.get(broken, ThreadPool), layers.get(broken, JobManager)
 
 
 class Service:
     """The running parts, wired in dependency order and stopped in reverse:
-    the event bus (and trace), the pool, the job manager, the HTTP server."""
+    the event bus (and trace), step mode, the pool, the job manager, the
+    HTTP server.  The pool and the job manager get step mode's Lock and
+    Conditions (``lestats.watch.steplocks``), so that the live page can
+    turn it on; while it is off they cost a flag test each."""
 
     def __init__(self, index: DataIndex, args: argparse.Namespace,
                  environ: Mapping[str, str]):
         workers = worker_count(args.workers, environ)
-        pool = pool_class(args.broken_pool_for_teaching)
+        pool, jobs = pool_class(args.broken_pool_for_teaching)
         self.events = EventBus()
         try:
             self.trace = TraceWriter(self.events, args.trace) if args.trace else None
         except OSError as exc:
             raise StartError(f"--trace {args.trace}: {exc.strerror or exc}") from exc
-        self.pool = pool(workers, max_queued=args.max_queued, events=self.events)
+        self.stepper = Stepper(self.events)
+        self.pool = steppable(pool)(workers, max_queued=args.max_queued, events=self.events,
+                                    stepper=self.stepper)
         try:
-            self.jobs = JobManager(
+            self.jobs = jobs(
                 index, self.pool, JobStore(args.results_dir, fsync=args.fsync,
                                            min_free_mb=args.min_free_mb),
                 events=self.events, slow_motion_ms=args.slow_motion,
                 keep_results=args.keep_results)
+            steppable_jobs(self.jobs, self.stepper)
             self.jobs.start()
         except StoreError as exc:
             self._stop_teaching()
@@ -324,22 +337,42 @@ def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -
         while signum == DRAINED:   # nothing drains yet: a stray byte
             signum = signals.wait()
         jobs = service.jobs
-        log.info("signal %s received: draining %d job(s), at most %g s",
-                 signal.Signals(signum).name, jobs.num_jobs(), drain_timeout)
+        service.stepper.close()   # no thread may stay stopped: the drain must end
+        name, count = signal.Signals(signum).name, jobs.num_jobs()
+        log.info("signal %s received: draining %d job(s), at most %g s", name, count,
+                 drain_timeout)
+        _say(f"{name}: draining {count} job(s), at most {drain_timeout:g} s;"
+             f" {'Ctrl-C' if signum == signal.SIGINT else 'a second signal'} again stops now"
+             " (unfinished jobs stay in the journal for the next start)")
         jobs.shutdown()
         drain = Drain(jobs, drain_timeout, signals.wake)
         signum = signals.wait()
         if signum == DRAINED:
-            if not drain.finished_in_time():
+            if drain.finished_in_time():
+                _say("drain done: every accepted job has finished; stopped")
+            else:
                 log.warning("drain timeout after %g s: %d unfinished job(s) stay in the"
                             " journal and run at the next start", drain_timeout,
                             jobs.num_jobs())
+                _say(f"drain timeout after {drain_timeout:g} s: {jobs.num_jobs()} unfinished"
+                     " job(s) stay in the journal; stopped")
         else:
             log.warning("second signal %s: stopping now; %d unfinished job(s) stay in"
                         " the journal", signal.Signals(signum).name, jobs.num_jobs())
+            _say(f"{signal.Signals(signum).name} again: stopped now; {jobs.num_jobs()}"
+                 " unfinished job(s) stay in the journal for the next start")
         # After a second signal, stop at once; else answer the requests in flight.
         service.stop(wait_for_requests=signum == DRAINED)
     log.info("stopped")
+
+
+def _say(line: str) -> None:
+    """One line on the terminal (stderr), for whoever pressed Ctrl-C; a
+    terminal or pipe that is gone does not stop the drain."""
+    try:
+        print(f"lestats: {line}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -377,7 +410,8 @@ def serve(argv: List[str]) -> int:
         except StartError as exc:
             _error(str(exc))
             return EXIT_USAGE
-        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args)) if note]
+        notes = [note for note in (service.jobs.start_note, _slow_motion_note(args),
+                                   _step_note(args)) if note]
         for note in notes:
             log.info("%s", note)
         broken = _broken_pool_note(args)   # logged as a warning by pool_class
@@ -386,6 +420,8 @@ def serve(argv: List[str]) -> int:
             f"lestats: serving {index.source} on http://{args.host}:{port}/"
             f"{f' ({SHIPPED_NOTE})' if index.is_shipped else ''}",
             *(f"lestats: {note}" for note in [*notes, broken] if note)])
+        if args.step:
+            service.stepper.start()
         serve_until_signalled(service, args.drain_timeout, banner)
         return 0
     finally:
@@ -404,6 +440,13 @@ def _broken_pool_note(args: argparse.Namespace) -> Optional[str]:
         return None
     return (f"WARNING: DELIBERATELY BROKEN pool {args.broken_pool_for_teaching!r}"
             " (--broken-pool-for-teaching): for teaching only, see the live page")
+
+
+def _step_note(args: argparse.Namespace) -> Optional[str]:
+    if not args.step:
+        return None
+    return ("step mode (teaching): the pool's threads stop at each synchronization point;"
+            " let them go from the live page")
 
 
 def _slow_motion_note(args: argparse.Namespace) -> Optional[str]:

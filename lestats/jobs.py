@@ -182,6 +182,9 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
     own on disk: see ``storage``.)
     """
 
+    # The bug lab's deliberately broken job layer names itself here.
+    variant: Optional[str] = None
+
     def __init__(self, index: DataIndex, pool: ThreadPool, store: JobStore, *,
                  events: Any = None, slow_motion_ms: float = 0.0,
                  keep_results: Optional[int] = None):
@@ -261,7 +264,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         the next start.  One whose result cannot be written (a full disk)
         fails in this run only."""
         began = time.monotonic()
-        self._mark_started(slot, number)
+        self._mark_started(slot, number, query)
         status, reason, writing = DONE, None, False
         try:
             answer = self._answer(query)
@@ -306,7 +309,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         with self._cache_mutex:
             return self._answers.setdefault(query, data)
 
-    def _mark_started(self, slot: int, number: int) -> None:
+    def _mark_started(self, slot: int, number: int, query: Query) -> None:
         worker = threading.current_thread().name
         with self._mutex:
             self._table.status[slot] = RUNNING
@@ -314,7 +317,8 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             self._table.workers[slot] = self._worker_index.get(worker, 0)
             if self._watched():
                 self._publish("job_started", job_id=f"job_id_{number}", worker=worker,
-                              queued=self._pool.queued())
+                              statistic=query.name, question=query.question,
+                              state=query.state, queued=self._pool.queued())
 
     def _finish(self, slot: int, number: int, status: int, reason: Optional[str]) -> None:
         expired: List[int] = []
@@ -476,8 +480,13 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         settings the live page shows."""
         snapshot = self._pool.snapshot()
         snapshot["slow_motion_ms"] = self.slow_motion_ms
-        snapshot["variant"] = self._pool.variant
+        snapshot["variant"] = self._pool.variant or self.variant
         return snapshot
+
+    @property
+    def stepper(self) -> Any:
+        """The pool's step mode (``lestats.watch.step``), or None."""
+        return getattr(self._pool, "stepper", None)
 
     # -- stopping ---------------------------------------------------------------
 

@@ -258,17 +258,34 @@ class ThreadPool:
         """What the pool is doing now, as JSON-ready data: its workers, queue,
         counters, and each invariant of the class docstring checked on it."""
         with self._mutex:
-            asleep = sum(w.asleep for w in self._workers)
-            workers = [{"name": w.name, "state": w.state,
-                        "condition": "task_ready" if w.state == WAITING else None,
-                        "job_id": w.label if w.state == RUNNING else None,
-                        "since": w.since} for w in self._workers]
-            queue = [label for label, _ in itertools.islice(self._tasks, QUEUE_SHOWN)]
-            queued, unfinished, closed = len(self._tasks), self._unfinished, self._closed
-            idle, woken = self._idle, self._woken
-            counts = dict(self._counts)
-            notifies, notify_alls = dict(self._notifies), dict(self._notify_alls)
-            max_queued = self.max_queued
+            state = self._copy_state()
+        return self._report(state)
+
+    def _copy_state(self) -> Dict[str, Any]:
+        """Copies of what ``snapshot`` shows, for ``_report``.  Hold
+        ``_mutex`` (step mode also calls it as a thread lets go of the
+        mutex: see ``lestats.watch.steplocks``)."""
+        return {
+            "asleep": sum(w.asleep for w in self._workers),
+            "workers": [{"name": w.name, "state": w.state,
+                         "condition": "task_ready" if w.state == WAITING else None,
+                         "job_id": w.label if w.state == RUNNING else None,
+                         "since": w.since} for w in self._workers],
+            "queue": [label for label, _ in itertools.islice(self._tasks, QUEUE_SHOWN)],
+            "queued": len(self._tasks), "unfinished": self._unfinished, "closed": self._closed,
+            "idle": self._idle, "woken": self._woken, "counts": dict(self._counts),
+            "notifies": dict(self._notifies), "notify_alls": dict(self._notify_alls),
+            "max_queued": self.max_queued,
+        }
+
+    @staticmethod
+    def _report(state: Dict[str, Any]) -> Dict[str, Any]:
+        """The snapshot of ``state`` (from ``_copy_state``), its invariants
+        checked; needs no lock."""
+        workers, queued, closed = state["workers"], state["queued"], state["closed"]
+        unfinished, idle, woken, asleep = (state["unfinished"], state["idle"], state["woken"],
+                                           state["asleep"])
+        counts, max_queued = state["counts"], state["max_queued"]
         running = sum(w["state"] == RUNNING for w in workers)
         exited = sum(w["state"] == EXITED for w in workers)
         invariants = {
@@ -285,12 +302,12 @@ class ThreadPool:
                 max_queued is None or queued <= max_queued,
         }
         return {
-            "size": len(workers), "workers": workers, "queued": queued, "queue": queue,
+            "size": len(workers), "workers": workers, "queued": queued, "queue": state["queue"],
             "unfinished": unfinished, "closed": closed,
             "counters": {
                 "submitted": counts["submitted"],
-                "notify": notifies,
-                "notify_all": notify_alls,
+                "notify": state["notifies"],
+                "notify_all": state["notify_alls"],
                 "waits": counts["waits"], "wakeups": counts["wakeups"],
                 "empty_wakeups": counts["empty_wakeups"],
             },

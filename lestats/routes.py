@@ -17,7 +17,7 @@ from .http11 import ApiError, Reply, Request
 from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown, UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
-from .watch import live_page
+from .watch import live_page, stepweb
 from .watch.events import SseStream
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def get_events(jobs: JobManager, _request: Request) -> Reply:
         raise ApiError(404, "Not found: this server publishes no events")
     return Reply(200, content_type="text/event-stream",
                  headers=[("Cache-Control", "no-store")],
-                 chunks=SseStream(jobs.events.subscribe()))
+                 chunks=stepweb.watched(jobs, SseStream(jobs.events.subscribe())))
 
 
 def get_events_head(jobs: JobManager, _request: Request) -> Reply:
@@ -233,6 +233,13 @@ ROUTES: Tuple[Route, ...] = tuple(
     Route("GET", "/api/questions", get_questions),
     Route("GET", "/api/pool", get_pool),
     Route("GET", "/api/events", get_events, head=get_events_head),
+    # Teaching: step mode (lestats/watch/stepweb.py).
+    Route("GET", "/api/step", stepweb.get_step),
+    Route("GET", "/api/step/scenarios", stepweb.get_scenarios),
+    Route("POST", "/api/step/on", stepweb.post_on),
+    Route("POST", "/api/step/run", stepweb.post_run),
+    Route("POST", "/api/step/go", stepweb.post_go),
+    Route("POST", "/api/step/join", stepweb.post_join),
     Route("GET", "/", live_page_handler(live_page())),
 )
 

@@ -1,0 +1,568 @@
+"""Step mode: the pool's threads stop at their synchronization points, and
+a student lets one of them go at a time.
+
+While step mode is on, every worker and every producer stops before each
+synchronization point of ``lestats/pool.py`` (see POINTS): taking the
+Lock, ``wait()`` (which lets go of it), the wake-up (taking it back),
+``notify``/``notify_all``, taking a task, running it, counting it done;
+and a POST also stops before the job layer's Lock, under which its id is
+read.  ``go(name)`` lets one stopped thread run to its next point; ``run()``
+leaves step mode and lets every thread go on.  Who holds each Lock, who is
+blocked acquiring it and who sleeps on which Condition is tracked as it
+happens, and ``state()`` shows it with the line of real source (read with
+``inspect``) each thread is at.
+
+The stops are made by the Lock and Conditions of ``steplocks``, put in
+place of the pool's (and the job layer's) when the server starts: while
+step mode is off they cost one flag test each and call nothing here.
+
+Rules that keep the page live and every stop releasable:
+
+* A thread stops inside a critical section (notify, wait, take, done) only
+  if it took the Lock during this session of step mode, so a thread that
+  took it before finishes its critical section first.  Whenever a stopped
+  thread holds the pool's Lock, ``_last_free`` is the pool's state as the
+  Lock was last let go, so ``pool_snapshot`` never waits for a student.
+* Only the pool's own methods stop at its Lock (its accessors, such as
+  ``snapshot`` and ``queued``, do not), and only ``submit`` stops at the job
+  layer's: the job layer's other users are tracked, never stopped.
+* Every stop is released by ``go``, ``run``, ``close`` (the server is
+  stopping) and by the last live page going away (``watcher_left``).
+"""
+
+import inspect
+import itertools
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+
+ACQUIRE, WAIT, WAKE, NOTIFY, NOTIFY_ALL, TAKE, RUN, DONE = (
+    "acquire", "wait", "wake", "notify", "notify_all", "take", "run", "done")
+POINTS = {
+    ACQUIRE: "about to acquire {lock}",
+    WAIT: "about to wait on {condition}: wait() lets go of the Lock while it sleeps",
+    WAKE: "woken on {condition}: about to take the Lock back (wait() returns holding it)",
+    NOTIFY: "about to call {condition}.notify(): it wakes the thread that waited longest",
+    NOTIFY_ALL: "about to call {condition}.notify_all(): it wakes every waiter",
+    TAKE: "about to take the first task off the queue",
+    RUN: "about to run its task, outside the Lock",
+    DONE: "about to count its task finished",
+}
+INSIDE = frozenset((WAIT, NOTIFY, NOTIFY_ALL, TAKE, DONE))   # reached holding the Lock
+
+# What a thread is doing, as state() names it.
+STOPPED, RUNNING, BLOCKED, ASLEEP, WOKEN, LEFT, EXITED = (
+    "stopped", "running", "blocked", "asleep", "woken", "left", "exited")
+SETTLED = frozenset((STOPPED, BLOCKED, ASLEEP, LEFT, EXITED))
+
+POOL, JOBS = "pool", "jobs"   # the Locks step mode knows
+LOCK_NAMES = {POOL: "the pool's Lock", JOBS: "the job layer's Lock"}
+# The pool's methods that take its Lock only to read: they never stop.
+ACCESSORS = frozenset(("snapshot", "queued", "taken", "unfinished", "make_room"))
+# A thread that is not a worker is named after the outermost call it made.
+ROLES = {"submit": "producer", "shutdown": "shutdown", "join": "join", "drain": "join"}
+SETTLE = 2.0          # seconds go() waits for the thread to reach its next point
+FRAMES_SHOWN = 4      # frames of each thread's stack that state() shows
+_HERE = frozenset((__file__, os.path.join(os.path.dirname(__file__), "steplocks.py"),
+                   threading.Condition.wait.__code__.co_filename))
+
+
+class _Thread:   # pylint: disable=too-few-public-methods,too-many-instance-attributes
+    """A thread step mode knows: a worker, or a thread inside the pool
+    (a POST's producer, a shutdown, a join).  Guarded by the stepper's
+    mutex; ``ready`` (on it) is notified when the thread may go on."""
+
+    __slots__ = ("name", "ident", "role", "label", "worker", "state", "point", "lock",
+                 "condition", "go", "ready", "arrived", "holds", "notifies")
+
+    def __init__(self, thread: threading.Thread, role: str, label: str, worker: bool,
+                 ready: threading.Condition):
+        self.name, self.ident, self.role, self.label = thread.name, thread.ident, role, label
+        self.worker = worker
+        self.state = RUNNING
+        self.point: Optional[str] = None
+        self.lock: Optional[str] = None
+        self.condition: Optional[str] = None
+        self.go = False
+        self.ready = ready
+        self.arrived = 0
+        self.holds: Set[str] = set()
+        self.notifies = 0
+
+    def describe(self) -> Dict[str, Any]:
+        """JSON-ready: who, what it does, where it stopped."""
+        doing = None
+        if self.state == STOPPED and self.point is not None:
+            doing = POINTS[self.point].format(lock=LOCK_NAMES.get(self.lock or POOL),
+                                              condition=f"_{self.condition}")
+        return {"name": self.name, "ident": self.ident, "role": self.role, "label": self.label,
+                "worker": self.worker, "state": self.state, "point": self.point,
+                "lock": self.lock, "condition": self.condition, "doing": doing,
+                "holds": sorted(self.holds), "notifies": self.notifies, "arrived": self.arrived}
+
+
+class Stepper:   # pylint: disable=too-many-instance-attributes
+    """Step mode of one server: on or off, the threads it stopped, the
+    Locks' holders, and the pool's state when its Lock was last free.
+
+    ``_mutex`` guards ``_on``, ``_closed``, ``_session``, ``_seq``,
+    ``_threads`` (and every _Thread), ``_holders``, ``_blocked``,
+    ``_last_free``, ``_labels`` and ``_watchers``.  It is held for
+    bookkeeping only; frames and source are read outside it.  Lock order:
+    the job layer's Lock, the pool's, then this mutex, then the event bus's
+    (a thread stops holding the Locks it has; its stop waits on this
+    mutex's Conditions, which let go of it).  ``pool_snapshot`` and
+    ``start`` only *try* the pool's Lock while holding this mutex, so the
+    order is never reversed by a wait.
+
+    ``_changed`` (on the mutex) is notified (all) at every change a waiter
+    may be waiting for: a stop, a block, a sleep, a release, a leave, the
+    mode.  Its waiters wait for different things (``go`` for its thread to
+    settle, ``pool_snapshot`` for a release, the tests for a state), so
+    all of them must look.  Each _Thread's ``ready`` is notified (one: its
+    own thread is the only waiter) when it may go on.
+
+    ``flag`` is a ``threading.Event`` set and cleared under the mutex with
+    ``_on``: the Locks and Conditions of ``steplocks`` ask it without any
+    lock, so that step mode off costs them one flag test.  ``_pool``,
+    ``_jobs``, ``_workers``, ``_sources`` and ``_pool_files`` are set by
+    ``attach_pool`` and ``attach_jobs`` while the server starts, before any
+    other thread uses the stepper, and never change after.
+    """
+
+    def __init__(self, events: Any = None):
+        self._events = events
+        self.flag = threading.Event()
+        self._mutex = threading.Lock()
+        self._changed = threading.Condition(self._mutex)
+        self._on = False
+        self._closed = False
+        self._session = 0
+        self._seq = 0
+        self._threads: Dict[int, _Thread] = {}
+        self._holders: Dict[str, Tuple[int, str]] = {}   # lock -> its holder this session
+        self._blocked: Dict[str, List[str]] = {POOL: [], JOBS: []}
+        self._last_free: Optional[Dict[str, Any]] = None
+        self._labels: Dict[str, Any] = {}
+        self._watchers = 0
+        self._pool: Any = None
+        self._jobs: Any = None
+        self._workers: FrozenSet[str] = frozenset()
+        self._sources: FrozenSet[str] = frozenset()
+        self._pool_files: FrozenSet[str] = frozenset()
+
+    # -- wiring (start-up only) -------------------------------------------------
+
+    def attach_pool(self, pool: Any) -> None:
+        """The pool whose threads stop (see ``steplocks.steppable``)."""
+        self._pool = pool
+        self._workers = frozenset(pool.worker_names)
+        self._pool_files = _files(type(pool))
+        self._sources = self._sources | self._pool_files
+
+    def attach_jobs(self, jobs: Any) -> None:
+        """The job layer whose ``submit`` stops at its Lock."""
+        self._jobs = jobs
+        self._sources = self._sources | _files(type(jobs))
+
+    # -- the mode ---------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Enter step mode (a new session); False once the server is
+        stopping.  Returns once the pool's state with its Lock free is known."""
+        with self._mutex:
+            if self._closed:
+                return False
+            if self._on:
+                return True
+            self._session += 1
+            self._threads.clear()
+            self._holders.clear()
+            self._blocked = {POOL: [], JOBS: []}
+            self._labels = {role: itertools.count(1) for role in set(ROLES.values())}
+            self._last_free = None
+            self._on = True
+            self.flag.set()
+            self._tell("mode", on=True)
+            while self._on and self._last_free is None and self._pool is not None:
+                if not self._read_pool():   # held by a thread that took it before: it lets go soon
+                    self._changed.wait()
+            if self._last_free is not None:
+                self._know_workers(self._last_free)
+            self._changed.notify_all()
+            return True
+
+    def run(self) -> None:
+        """Leave step mode: every stopped thread goes on, and none stops again."""
+        with self._mutex:
+            self._leave()
+
+    def close(self) -> None:
+        """The server is stopping: leave step mode for good."""
+        with self._mutex:
+            self._closed = True
+            self._leave()
+
+    def _leave(self) -> None:
+        """Hold ``_mutex``."""
+        if not self._on:
+            return
+        self._on = False
+        self.flag.clear()
+        for record in self._threads.values():
+            record.ready.notify()
+        self._changed.notify_all()
+        self._tell("mode", on=False)
+
+    def watcher_came(self) -> None:
+        """A page opened its event stream."""
+        with self._mutex:
+            self._watchers += 1
+
+    def watcher_left(self) -> None:
+        """A page's event stream ended; when the last one does, nobody is
+        left to let the stopped threads go, so step mode ends."""
+        with self._mutex:
+            self._watchers -= 1
+            if self._watchers <= 0 and self._on:
+                self._leave()
+
+    def go(self, name: str, settle: float = SETTLE) -> Optional[str]:
+        """Let the stopped thread ``name`` run to its next point, and wait
+        (up to ``settle`` seconds) until it is there, blocked, asleep or
+        gone, and every thread it woke is at its wake-up point; return its
+        state then, or None if it was not stopped."""
+        with self._mutex:
+            record = next((r for r in self._threads.values()
+                           if r.name == name and r.state == STOPPED), None)
+            if record is None or not self._on:
+                return None
+            record.go = True
+            record.state = RUNNING
+            record.ready.notify()
+            self._changed.wait_for(lambda: not self._on or (record.state in SETTLED and not any(
+                r.state == WOKEN for r in self._threads.values())), settle)
+            return record.state
+
+    def until(self, predicate: Callable[[Dict[str, Any]], bool], timeout: float) -> bool:
+        """Wait until ``predicate(threads)`` holds, ``threads`` being each
+        known thread's ``describe()`` by name (for tests and the lab)."""
+        with self._mutex:
+            return self._changed.wait_for(lambda: predicate(self._described()), timeout)
+
+    # -- called by steplocks' Lock and Conditions, with step mode on ---------------
+
+    def acquire(self, lock: Any, blocking: bool = True, timeout: float = -1) -> bool:
+        """``lock.acquire``: stop first if this is a point, then take it."""
+        if blocking:
+            role = self._stops(lock.name)
+            if role is not None:
+                self._stop(ACQUIRE, role, lock=lock.name)
+        return self._take(lock, blocking, timeout)
+
+    def point(self, kind: str, lock: Any, condition: Optional[str] = None) -> None:
+        """A point other than acquiring: stop there if this thread stops."""
+        role = self._stops(lock.name)
+        if role is None:
+            return
+        if kind in INSIDE:
+            with self._mutex:
+                if self._holders.get(lock.name, (0,))[0] != threading.get_ident():
+                    return   # took the Lock before this session: finishes first
+        self._stop(kind, role, lock=lock.name, condition=condition)
+
+    def release(self, lock: Any) -> None:
+        """The calling thread is about to let go of ``lock`` (it holds it)."""
+        me = threading.get_ident()
+        with self._mutex:
+            if not self._on:
+                return
+            if lock.name == POOL:
+                self._last_free = self._pool._copy_state()   # pylint: disable=protected-access
+            if self._holders.get(lock.name, (0,))[0] == me:
+                del self._holders[lock.name]
+            record = self._threads.get(me)
+            if record is not None:
+                record.holds.discard(lock.name)
+                self._maybe_gone(record, lock.name)
+            self._changed.notify_all()
+
+    def sleep(self, lock: Any, condition: str) -> None:
+        """The calling thread is about to sleep in ``condition.wait()``
+        (it holds ``lock``, which the wait lets go of)."""
+        me = threading.current_thread()
+        role = self._role()
+        with self._mutex:
+            if not self._on:
+                return
+            self._last_free = self._pool._copy_state()   # pylint: disable=protected-access
+            if self._holders.get(lock.name, (0,))[0] == me.ident:
+                del self._holders[lock.name]
+            record = self._record(me, role)
+            record.holds.discard(lock.name)
+            record.state, record.condition, record.notifies = ASLEEP, condition, 0
+            record.arrived = self._next_seq()
+            self._tell("sleep", record)
+            self._changed.notify_all()
+
+    def notified(self, condition: str, every: bool) -> None:
+        """``condition`` was notified (all): mark whom it woke.  CPython's
+        Condition wakes its waiters first in, first out."""
+        with self._mutex:
+            sleepers = sorted((r for r in self._threads.values()
+                               if r.state == ASLEEP and r.condition == condition),
+                              key=lambda r: r.arrived)
+            for record in sleepers:
+                record.notifies += 1
+            for record in sleepers if every else sleepers[:1]:
+                record.state = WOKEN
+            self._changed.notify_all()
+
+    def wake(self, lock: Any, condition: str) -> None:
+        """Back from ``condition.wait()``: stop, then take ``lock`` back."""
+        role = self._stops(lock.name)
+        with self._mutex:
+            record = self._threads.get(threading.get_ident())
+            if record is not None and record.state in (ASLEEP, WOKEN):
+                record.state = RUNNING
+        if role is not None:
+            self._stop(WAKE, role, lock=lock.name, condition=condition)
+        self._take(lock)
+
+    # -- stopping and tracking ---------------------------------------------------
+
+    def _stops(self, lock: str) -> Optional[str]:
+        """The calling thread's role if it stops at a point of ``lock``
+        here, else None: only code of the pool or the job layer stops, and
+        of it neither the pool's accessors nor the job layer's other users."""
+        frame: Any = sys._getframe(1)   # pylint: disable=protected-access
+        while frame is not None and frame.f_code.co_filename in _HERE:
+            frame = frame.f_back
+        if frame is None or frame.f_code.co_filename not in self._sources:
+            return None
+        function = frame.f_code.co_name
+        if (lock == JOBS and function != "submit") or (lock == POOL and function in ACCESSORS):
+            return None
+        return self._role(frame)
+
+    def _role(self, frame: Any = None) -> str:
+        """"worker", or what the outermost call into the pool or the job layer was."""
+        if threading.current_thread().name in self._workers:
+            return "worker"
+        frame = frame or sys._getframe(1)   # pylint: disable=protected-access
+        outer = "other"
+        while frame is not None:
+            if frame.f_code.co_filename in self._sources:
+                outer = frame.f_code.co_name
+            frame = frame.f_back
+        return ROLES.get(outer, outer)
+
+    def _stop(self, kind: str, role: str, lock: Optional[str] = None,
+              condition: Optional[str] = None) -> None:
+        """Stop the calling thread at ``kind`` until it is let go."""
+        me = threading.current_thread()
+        with self._mutex:
+            if not self._on:
+                return
+            record = self._record(me, role)
+            record.state, record.point, record.go = STOPPED, kind, False
+            record.lock, record.condition = lock, condition
+            record.arrived = self._next_seq()
+            session = self._session
+            self._tell("stop", record)
+            self._changed.notify_all()
+            while self._on and self._session == session and not record.go:
+                record.ready.wait()
+            record.point = None
+            if record.state == STOPPED:
+                record.state = RUNNING
+
+    def _take(self, lock: Any, blocking: bool = True, timeout: float = -1) -> bool:
+        """Acquire ``lock``'s real lock, noting a wait for it and its holder."""
+        me = threading.current_thread()
+        if not lock.raw.acquire(False):
+            if not blocking:
+                return False
+            with self._mutex:
+                self._blocked[lock.name].append(me.name)
+                record = self._threads.get(me.ident)
+                if record is not None:
+                    record.state, record.lock = BLOCKED, lock.name
+                self._tell("blocked", record, lock=lock.name, thread=me.name)
+                self._changed.notify_all()
+            try:
+                if not lock.raw.acquire(True, timeout):
+                    return False
+            finally:
+                with self._mutex:
+                    if me.name in self._blocked[lock.name]:
+                        self._blocked[lock.name].remove(me.name)
+                    record = self._threads.get(me.ident)
+                    if record is not None and record.state == BLOCKED:
+                        record.state = RUNNING
+        with self._mutex:
+            if self._on:
+                self._holders[lock.name] = (me.ident, me.name)
+                record = self._threads.get(me.ident)
+                if record is not None:
+                    record.holds.add(lock.name)
+        return True
+
+    def _record(self, thread: threading.Thread, role: str) -> _Thread:
+        """The calling thread's record, made on its first point.  Hold ``_mutex``."""
+        record = self._threads.get(thread.ident)   # type: ignore[arg-type]
+        if record is None:
+            worker = role == "worker"
+            counter = self._labels.get(role)
+            label = thread.name if worker or counter is None else f"{role} {next(counter)}"
+            record = _Thread(thread, role, label, worker, threading.Condition(self._mutex))
+            self._threads[thread.ident] = record   # type: ignore[index]
+        return record
+
+    def _maybe_gone(self, record: _Thread, lock: str) -> None:
+        """After ``record`` let go of ``lock``: a producer holding nothing
+        has left the pool; a worker whose pool says so has exited.  Hold
+        ``_mutex``."""
+        if record.state != RUNNING or record.holds:
+            return
+        if not record.worker:
+            record.state = LEFT
+            del self._threads[record.ident]
+            self._tell("left", record)
+        elif lock == POOL and self._last_free is not None and any(
+                w["name"] == record.name and w["state"] == EXITED
+                for w in self._last_free["workers"]):
+            record.state = EXITED
+            self._tell("exited", record)
+
+    def _read_pool(self) -> bool:
+        """Copy the pool's state if its Lock is free right now.  Hold
+        ``_mutex`` (the pool's Lock is only tried, never waited for)."""
+        raw = self._pool._mutex.raw   # pylint: disable=protected-access
+        if not raw.acquire(False):
+            return False
+        try:
+            self._last_free = self._pool._copy_state()   # pylint: disable=protected-access
+        finally:
+            raw.release()
+        return True
+
+    def _know_workers(self, state: Dict[str, Any]) -> None:
+        """At the start of a session: a record for each worker, asleep
+        (in the order they went to sleep) or running.  Hold ``_mutex``."""
+        by_name = {thread.name: thread for thread in threading.enumerate()}
+        for worker in sorted(state["workers"], key=lambda w: w["since"]):
+            thread = by_name.get(worker["name"])
+            if thread is None:
+                continue
+            record = self._record(thread, "worker")
+            if worker["state"] == EXITED:
+                record.state = EXITED
+            elif worker["condition"] is not None:
+                record.state, record.condition = ASLEEP, worker["condition"]
+                record.arrived = self._next_seq()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _described(self) -> Dict[str, Dict[str, Any]]:
+        """Hold ``_mutex``."""
+        return {record.name: record.describe() for record in self._threads.values()}
+
+    def _tell(self, what: str, record: Optional[_Thread] = None, **fields: Any) -> None:
+        """Publish a "step" event, if anyone listens.  Hold ``_mutex``."""
+        events = self._events
+        if events is None or not events.listening:
+            return
+        if record is not None:
+            fields.update(thread=record.name, label=record.label, point=record.point,
+                          state=record.state, role=record.role)
+        fields.update(what=what, t=time.time())
+        events.publish("step", fields)
+
+    # -- what the page shows -------------------------------------------------------
+
+    @property
+    def on(self) -> bool:
+        """Is step mode on?"""
+        return self.flag.is_set()
+
+    def pool_snapshot(self) -> Dict[str, Any]:
+        """The pool's snapshot in step mode, without waiting for a stopped
+        thread: now if its Lock is free, else as the Lock was last let go."""
+        pool = self._pool
+        with self._mutex:
+            while self._on and not self._read_pool() and self._last_free is None:
+                self._changed.wait()
+            state, holder, on = self._last_free, self._holders.get(POOL), self._on
+        if not on or state is None:
+            return pool.snapshot()
+        snapshot = pool._report(state)   # pylint: disable=protected-access
+        snapshot["step"] = {"lock_holder": holder[1] if holder else None}
+        return snapshot
+
+    def state(self) -> Dict[str, Any]:
+        """What the page's step panel shows, as JSON-ready data (the pool's
+        snapshot is /api/pool's: see ``pool_snapshot``)."""
+        with self._mutex:
+            threads = sorted(self._described().values(),
+                             key=lambda t: (not t["worker"], t["arrived"] if not t["worker"]
+                                            else t["name"]))
+            locks = {name: {"holder": self._holders[name][1] if name in self._holders else None,
+                            "blocked": list(self._blocked[name])} for name in (POOL, JOBS)}
+            sleepers: Dict[str, List[str]] = {"task_ready": [], "all_done": []}
+            for record in sorted(self._threads.values(), key=lambda r: r.arrived):
+                if record.state in (ASLEEP, WOKEN) and record.condition in sleepers:
+                    sleepers[record.condition].append(record.name)
+            on, closed, watchers = self._on, self._closed, self._watchers
+        frames = sys._current_frames()   # pylint: disable=protected-access
+        for thread in threads:
+            thread["frames"] = self._frames(frames.get(thread.pop("ident")), thread["worker"])
+        for name, lock in ((POOL, self._pool), (JOBS, self._jobs)):
+            mutex = getattr(lock, "_mutex", None)
+            locks[name]["locked"] = bool(mutex is not None and mutex.locked())
+        return {"available": self._pool is not None, "on": on, "closed": closed,
+                "watchers": watchers, "threads": threads, "locks": locks,
+                "conditions": sleepers}
+
+    def _frames(self, frame: Any, worker: bool) -> List[Dict[str, Any]]:
+        """The frames of the pool's (and, but for workers, the job layer's)
+        code in a thread's stack, innermost first, each with its function's
+        source as ``inspect`` reads it."""
+        files = self._pool_files if worker else self._sources
+        shown: List[Dict[str, Any]] = []
+        while frame is not None and len(shown) < FRAMES_SHOWN:
+            code = frame.f_code
+            if code.co_filename in files:
+                try:
+                    lines, first = inspect.getsourcelines(code)
+                except (OSError, TypeError):
+                    lines, first = [], code.co_firstlineno
+                shown.append({"file": _short(code.co_filename), "function": code.co_name,
+                              "line": frame.f_lineno, "first": first,
+                              "source": [line.rstrip("\n") for line in lines]})
+            frame = frame.f_back
+        return shown
+
+
+def _files(cls: type) -> FrozenSet[str]:
+    """The files the functions of ``cls`` and its bases (lestats' own,
+    but not step mode's) were compiled from."""
+    files = set()
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("lestats"):
+            continue
+        for value in vars(klass).values():
+            code = getattr(value, "__code__", None)
+            if code is not None and code.co_filename not in _HERE:
+                files.add(code.co_filename)
+    return frozenset(files)
+
+
+def _short(path: str) -> str:
+    """``lestats/pool.py`` for any path (or zip member) of lestats' files."""
+    marker = path.replace(os.sep, "/").rfind("lestats/")
+    return path[marker:] if marker >= 0 else os.path.basename(path)
