@@ -30,13 +30,15 @@ Rules that keep the page live and every stop releasable:
   stopping) and by the last live page going away (``watcher_left``).
 """
 
-import inspect
+import contextlib
 import itertools
 import os
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+
+from . import source
 
 ACQUIRE, WAIT, WAKE, NOTIFY, NOTIFY_ALL, TAKE, RUN, DONE = (
     "acquire", "wait", "wake", "notify", "notify_all", "take", "run", "done")
@@ -147,7 +149,10 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         self._last_free: Optional[Dict[str, Any]] = None
         self._labels: Dict[str, Any] = {}
         self._watchers = 0
+        self._starting = threading.Lock()   # one start() at a time; guards nothing else
+        self._swaps: List[Callable[[bool], None]] = []
         self._pool: Any = None
+        self._pool_raw: Any = None
         self._jobs: Any = None
         self._workers: FrozenSet[str] = frozenset()
         self._sources: FrozenSet[str] = frozenset()
@@ -155,44 +160,58 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
 
     # -- wiring (start-up only) -------------------------------------------------
 
-    def attach_pool(self, pool: Any) -> None:
-        """The pool whose threads stop (see ``steplocks.steppable``)."""
-        self._pool = pool
+    def attach_pool(self, pool: Any, raw: Any, swap: Callable[[bool], None]) -> None:
+        """The pool whose threads stop (see ``steplocks.steppable``): its
+        real Lock, and ``swap(on)``, which puts the stepping Lock in its
+        ``_mutex`` (or the real one back)."""
+        self._pool, self._pool_raw = pool, raw
+        self._swaps.append(swap)
         self._workers = frozenset(pool.worker_names)
-        self._pool_files = _files(type(pool))
+        self._pool_files = source.files(type(pool), _HERE)
         self._sources = self._sources | self._pool_files
 
-    def attach_jobs(self, jobs: Any) -> None:
-        """The job layer whose ``submit`` stops at its Lock."""
+    def attach_jobs(self, jobs: Any, swap: Callable[[bool], None]) -> None:
+        """The job layer whose ``submit`` stops at its Lock (``swap``: as
+        for the pool)."""
         self._jobs = jobs
-        self._sources = self._sources | _files(type(jobs))
+        self._swaps.append(swap)
+        self._sources = self._sources | source.files(type(jobs), _HERE)
 
     # -- the mode ---------------------------------------------------------------
 
     def start(self) -> bool:
         """Enter step mode (a new session); False once the server is
-        stopping.  Returns once the pool's state with its Lock free is known."""
-        with self._mutex:
-            if self._closed:
-                return False
-            if self._on:
-                return True
-            self._session += 1
-            self._threads.clear()
-            self._holders.clear()
-            self._blocked = {POOL: [], JOBS: []}
-            self._labels = {role: itertools.count(1) for role in set(ROLES.values())}
-            self._last_free = None
-            self._on = True
-            self.flag.set()
-            self._tell("mode", on=True)
-            while self._on and self._last_free is None and self._pool is not None:
-                if not self._read_pool():   # held by a thread that took it before: it lets go soon
-                    self._changed.wait()
-            if self._last_free is not None:
-                self._know_workers(self._last_free)
-            self._changed.notify_all()
+        stopping.
+
+        Step mode comes on while this thread holds the pool's real Lock:
+        step mode being off, whoever held it lets go without stopping, and
+        the pool's state then is the first "state when the Lock was free".
+        Lock order: the pool's Lock, then ``_mutex``, as everywhere."""
+        with self._starting:
+            with self._mutex:
+                if self._closed or self._on:
+                    return not self._closed
+            # Off, and no other start() under way: it stays off until below.
+            with self._pool_raw if self._pool_raw is not None else contextlib.nullcontext():
+                with self._mutex:
+                    if self._closed:
+                        return False
+                    self._session += 1
+                    self._threads.clear()
+                    self._holders.clear()
+                    self._blocked = {POOL: [], JOBS: []}
+                    self._labels = {role: itertools.count(1) for role in set(ROLES.values())}
+                    self._on = True
+                    self.flag.set()
+                    for swap in self._swaps:
+                        swap(True)
+                    if self._pool is not None:
+                        self._last_free = self._pool._copy_state()   # pylint: disable=protected-access
+                        self._know_workers(self._last_free)
+                    self._tell("mode", on=True)
+                    self._changed.notify_all()
             return True
+
 
     def run(self) -> None:
         """Leave step mode: every stopped thread goes on, and none stops again."""
@@ -211,6 +230,8 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
             return
         self._on = False
         self.flag.clear()
+        for swap in self._swaps:
+            swap(False)
         for record in self._threads.values():
             record.ready.notify()
         self._changed.notify_all()
@@ -291,7 +312,10 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
 
     def sleep(self, lock: Any, condition: str) -> None:
         """The calling thread is about to sleep in ``condition.wait()``
-        (it holds ``lock``, which the wait lets go of)."""
+        (it holds ``lock``, which the wait lets go of): the WAIT point,
+        then the bookkeeping.  (The wait has already put it among the
+        Condition's waiters, but nobody can notify while it holds the Lock.)"""
+        self.point(WAIT, lock, condition)
         me = threading.current_thread()
         role = self._role()
         with self._mutex:
@@ -404,6 +428,8 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
                         record.state = RUNNING
         with self._mutex:
             if self._on:
+                if lock.name == POOL:   # the state as the Lock was last let go
+                    self._last_free = self._pool._copy_state()   # pylint: disable=protected-access
                 self._holders[lock.name] = (me.ident, me.name)
                 record = self._threads.get(me.ident)
                 if record is not None:
@@ -440,7 +466,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
     def _read_pool(self) -> bool:
         """Copy the pool's state if its Lock is free right now.  Hold
         ``_mutex`` (the pool's Lock is only tried, never waited for)."""
-        raw = self._pool._mutex.raw   # pylint: disable=protected-access
+        raw = self._pool_raw
         if not raw.acquire(False):
             return False
         try:
@@ -455,7 +481,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         by_name = {thread.name: thread for thread in threading.enumerate()}
         for worker in sorted(state["workers"], key=lambda w: w["since"]):
             thread = by_name.get(worker["name"])
-            if thread is None:
+            if thread is None or thread.ident in self._threads:   # it has stopped already
                 continue
             record = self._record(thread, "worker")
             if worker["state"] == EXITED:
@@ -478,8 +504,10 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         if events is None or not events.listening:
             return
         if record is not None:
-            fields.update(thread=record.name, label=record.label, point=record.point,
-                          state=record.state, role=record.role)
+            described = record.describe()
+            fields.update({name: described[name] for name in (
+                "name", "label", "role", "state", "point", "lock", "condition", "doing")})
+            fields["thread"] = fields.pop("name")
         fields.update(what=what, t=time.time())
         events.publish("step", fields)
 
@@ -490,17 +518,16 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         """Is step mode on?"""
         return self.flag.is_set()
 
-    def pool_snapshot(self) -> Dict[str, Any]:
+    def pool_snapshot(self) -> Optional[Dict[str, Any]]:
         """The pool's snapshot in step mode, without waiting for a stopped
-        thread: now if its Lock is free, else as the Lock was last let go."""
-        pool = self._pool
+        thread: now if its Lock is free, else as the Lock was last let go
+        (known since ``start``).  None if step mode is off."""
         with self._mutex:
-            while self._on and not self._read_pool() and self._last_free is None:
-                self._changed.wait()
-            state, holder, on = self._last_free, self._holders.get(POOL), self._on
-        if not on or state is None:
-            return pool.snapshot()
-        snapshot = pool._report(state)   # pylint: disable=protected-access
+            if not self._on:
+                return None
+            self._read_pool()
+            state, holder = self._last_free, self._holders.get(POOL)
+        snapshot = self._pool._report(state)   # pylint: disable=protected-access
         snapshot["step"] = {"lock_holder": holder[1] if holder else None}
         return snapshot
 
@@ -520,49 +547,11 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
             on, closed, watchers = self._on, self._closed, self._watchers
         frames = sys._current_frames()   # pylint: disable=protected-access
         for thread in threads:
-            thread["frames"] = self._frames(frames.get(thread.pop("ident")), thread["worker"])
+            files = self._pool_files if thread["worker"] else self._sources
+            thread["frames"] = source.frames(frames.get(thread.pop("ident")), files, FRAMES_SHOWN)
         for name, lock in ((POOL, self._pool), (JOBS, self._jobs)):
             mutex = getattr(lock, "_mutex", None)
             locks[name]["locked"] = bool(mutex is not None and mutex.locked())
         return {"available": self._pool is not None, "on": on, "closed": closed,
                 "watchers": watchers, "threads": threads, "locks": locks,
                 "conditions": sleepers}
-
-    def _frames(self, frame: Any, worker: bool) -> List[Dict[str, Any]]:
-        """The frames of the pool's (and, but for workers, the job layer's)
-        code in a thread's stack, innermost first, each with its function's
-        source as ``inspect`` reads it."""
-        files = self._pool_files if worker else self._sources
-        shown: List[Dict[str, Any]] = []
-        while frame is not None and len(shown) < FRAMES_SHOWN:
-            code = frame.f_code
-            if code.co_filename in files:
-                try:
-                    lines, first = inspect.getsourcelines(code)
-                except (OSError, TypeError):
-                    lines, first = [], code.co_firstlineno
-                shown.append({"file": _short(code.co_filename), "function": code.co_name,
-                              "line": frame.f_lineno, "first": first,
-                              "source": [line.rstrip("\n") for line in lines]})
-            frame = frame.f_back
-        return shown
-
-
-def _files(cls: type) -> FrozenSet[str]:
-    """The files the functions of ``cls`` and its bases (lestats' own,
-    but not step mode's) were compiled from."""
-    files = set()
-    for klass in cls.__mro__:
-        if not klass.__module__.startswith("lestats"):
-            continue
-        for value in vars(klass).values():
-            code = getattr(value, "__code__", None)
-            if code is not None and code.co_filename not in _HERE:
-                files.add(code.co_filename)
-    return frozenset(files)
-
-
-def _short(path: str) -> str:
-    """``lestats/pool.py`` for any path (or zip member) of lestats' files."""
-    marker = path.replace(os.sep, "/").rfind("lestats/")
-    return path[marker:] if marker >= 0 else os.path.basename(path)

@@ -1,35 +1,41 @@
 """The Lock and Conditions of step mode, and how a server's pool and job
 layer get them.
 
-``StepLock`` and ``StepCondition`` behave as ``threading.Lock`` and
-``threading.Condition``; while step mode is off each use costs one flag
-test more (``Stepper.flag``) and nothing else.  While it is on, they hand
-each use to the ``Stepper``: taking the Lock, ``wait()``, the wake-up,
-``notify`` and ``notify_all`` are points where a thread may stop.
+``StepLock`` wraps a real lock and ``StepCondition`` is a Condition on it;
+while step mode is on they hand each use to the ``Stepper``: taking the
+Lock, ``wait()``, the wake-up, ``notify`` and ``notify_all`` are points
+where a thread may stop.
 
 ``steppable(pool_class)`` is the pool class of a server: the same class
-(the correct pool, or a broken pool of the lab), whose Lock and Conditions
-are a StepLock and StepConditions and whose ``_take`` and ``_task_done``
-(helpers pool.py names; no broken pool overrides them) are points too, as
-is running a task.  ``steppable_jobs`` gives a job manager a StepLock.
-Both are done while the server starts, before any other thread uses them.
+(the correct pool, or a broken pool of the lab) whose Conditions are
+StepConditions and whose ``_take`` and ``_task_done`` (helpers pool.py
+names; no broken pool overrides them) are points too, as is running a
+task.  ``steppable_jobs`` does the same for a job manager's Lock.
+
+What step mode costs while it is off: the pool's and the job layer's
+``_mutex`` are their real locks, untouched; ``Stepper.start`` puts a
+StepLock *over the same real lock* in their place, and ``run`` puts the
+real one back.  A thread that read either one holds the same lock, so the
+swap needs no care.  The Conditions cannot be swapped (threads sleep on
+them), so they are StepConditions from the start: one flag test
+(``Stepper.flag``) per notify and wake-up, as is each of the two helpers.
 """
 
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
-from .step import DONE, JOBS, NOTIFY, NOTIFY_ALL, POOL, RUN, TAKE, WAIT, Stepper
+from .step import DONE, JOBS, NOTIFY, NOTIFY_ALL, POOL, RUN, TAKE, Stepper
 
 
 class StepLock:
     """A Lock whose users may stop, in step mode, before taking it.
 
-    ``raw`` is the real lock.  ``name`` says which it is to the stepper
-    (POOL or JOBS).  ``_is_owned`` is what ``threading.Condition`` asks;
+    ``raw`` is the real lock it wraps.  ``name`` says which it is to the
+    stepper (POOL or JOBS).  ``_is_owned`` is what ``threading.Condition`` asks;
     the Lock keeps no owner (neither does ``threading.Lock``)."""
 
-    def __init__(self, stepper: Stepper, name: str):
-        self.raw = threading.Lock()
+    def __init__(self, stepper: Stepper, name: str, raw: Any):
+        self.raw = raw
         self.name = name
         self._stepper = stepper
         self._stepping = stepper.flag
@@ -73,9 +79,9 @@ class StepCondition(threading.Condition):
     ``notify_all`` are points in step mode.
 
     It overrides ``threading.Condition``'s ``_release_save`` (``wait``
-    letting go of the Lock) and ``_acquire_restore`` (taking it back on
-    waking), the two hooks the standard Condition calls on its lock, so the
-    wake-up can stop *before* the Lock is taken back.  ``_every`` is True
+    letting go of the Lock: the WAIT point) and ``_acquire_restore``
+    (taking it back on waking), the two hooks the standard Condition calls
+    on its lock, so the wake-up can stop *before* the Lock is taken back.  ``_every`` is True
     while ``notify_all`` runs (it calls ``notify``); it is guarded by the
     Lock, which every notifier holds."""
 
@@ -86,11 +92,6 @@ class StepCondition(threading.Condition):
         self._stepper = lock._stepper   # pylint: disable=protected-access
         self._stepping = self._stepper.flag
         self._every = False
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        if self._stepping.is_set():
-            self._stepper.point(WAIT, self._step_lock, self.name)
-        return super().wait(timeout)
 
     def notify(self, n: int = 1) -> None:
         if self._stepping.is_set() and not self._every:
@@ -136,12 +137,13 @@ def steppable(pool_class: type) -> type:
             self._stepping = stepper.flag
             self._installed = threading.Event()
             # The workers start in the constructor: they wait (see _work)
-            # until the Lock and Conditions below are in place.
+            # until the Conditions below are in place.
             super().__init__(size, **options)
-            self._mutex = StepLock(stepper, POOL)
-            self._task_ready = StepCondition(self._mutex, "task_ready")
-            self._all_done = StepCondition(self._mutex, "all_done")
-            stepper.attach_pool(self)
+            raw = self._mutex
+            lock = StepLock(stepper, POOL, raw)
+            self._task_ready = StepCondition(lock, "task_ready")
+            self._all_done = StepCondition(lock, "all_done")
+            stepper.attach_pool(self, raw, _swap(self, lock))
             self._installed.set()
 
         def _work(self, me: Any) -> None:
@@ -151,19 +153,19 @@ def steppable(pool_class: type) -> type:
         def _take(self, me: Any) -> Callable[[], None]:
             if not self._stepping.is_set():
                 return super()._take(me)
-            self.stepper.point(TAKE, self._mutex)
-            return _stopping_before(super()._take(me), self.stepper, self._mutex)
+            lock = self._task_ready._lock   # pylint: disable=protected-access
+            self.stepper.point(TAKE, lock)
+            return _stopping_before(super()._take(me), self.stepper, lock)
 
         def _task_done(self) -> None:
             if self._stepping.is_set():
-                self.stepper.point(DONE, self._mutex)
+                self.stepper.point(DONE, self._task_ready._lock)   # pylint: disable=protected-access
             super()._task_done()
 
         def snapshot(self) -> Dict[str, Any]:
             """In step mode, without waiting for a thread stopped holding the Lock."""
-            if self._stepping.is_set():
-                return self.stepper.pool_snapshot()
-            return super().snapshot()
+            stepped = self.stepper.pool_snapshot() if self._stepping.is_set() else None
+            return stepped if stepped is not None else super().snapshot()
 
     Steppable.__name__ = Steppable.__qualname__ = pool_class.__name__
     return Steppable
@@ -180,7 +182,15 @@ def _stopping_before(task: Callable[[], None], stepper: Stepper,
 
 
 def steppable_jobs(jobs: Any, stepper: Stepper) -> None:
-    """Give ``jobs`` (a JobManager, not started yet) a StepLock as its
-    mutex, so that a POST stops before it reads its id."""
-    jobs._mutex = StepLock(stepper, JOBS)   # pylint: disable=protected-access
-    stepper.attach_jobs(jobs)
+    """Let step mode put a StepLock over ``jobs``' (a JobManager's) real
+    mutex while it is on, so that a POST stops before it reads its id."""
+    lock = StepLock(stepper, JOBS, jobs._mutex)   # pylint: disable=protected-access
+    stepper.attach_jobs(jobs, _swap(jobs, lock))
+
+
+def _swap(owner: Any, lock: StepLock) -> Callable[[bool], None]:
+    """``swap(on)``: ``owner._mutex`` is ``lock`` while step mode is on,
+    else the real lock ``lock`` wraps (see the module)."""
+    def swap(on: bool) -> None:
+        owner._mutex = lock if on else lock.raw   # pylint: disable=protected-access
+    return swap
