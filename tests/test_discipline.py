@@ -1,5 +1,6 @@
 """Lock discipline: each class touches the state its docstring says a mutex
-guards only with that mutex held (see guards.py).
+guards only with that mutex held (see guards.py): the pool, the connection
+table, the journal, the job manager, the event bus and step mode.
 
 Each test swaps the class's mutex for an OwnedLock (before any Condition is
 made on it or any thread uses it), guards the attributes its docstring
@@ -25,10 +26,14 @@ from lestats.pool import PoolFull, ThreadPool
 from lestats.resultsdir import ResultsDirectory
 from lestats.storage import JobStore
 from lestats.watch import events as events_module
+from lestats.watch import scenarios
+from lestats.watch import step as step_module
 from lestats.watch.events import EventBus, SseStream
+from lestats.watch.stepweb import Watched
 
 from conftest import MUSCLE, OBESITY
 from guards import OwnedLock, guard, guarded_class
+from test_step import Stepping, play
 
 POOL_STATE = ["_tasks", "_unfinished", "_closed", "_idle", "_woken", "_counts", "_notifies",
               "_notify_alls", "max_queued"]
@@ -369,3 +374,43 @@ def test_the_event_bus_touches_its_state_only_under_its_mutex(log, monkeypatch):
         thread.join(TIMEOUT)
         assert not thread.is_alive()
     assert read and not bus.listening
+
+
+# -- step mode -----------------------------------------------------------------------------
+
+STEPPER_STATE = ["_on", "_closed", "_session", "_seq", "_threads", "_holders", "_blocked",
+                 "_last_free", "_labels", "_watchers"]
+STEPPED_THREAD_STATE = ["state", "point", "lock", "condition", "go", "arrived", "holds",
+                        "notifies"]
+
+
+def test_step_mode_touches_its_state_only_under_its_mutex(log, monkeypatch, tmp_path,
+                                                          tiny_index):
+    monkeypatch.setattr(step_module, "_Thread", guarded_class(
+        step_module._Thread, lambda _thread: lock, STEPPED_THREAD_STATE, log))   # pylint: disable=protected-access
+
+    class GuardedStepper(step_module.Stepper):
+        """A stepper whose mutex is an OwnedLock and whose state is guarded."""
+
+        def __init__(self, events):
+            super().__init__(events)
+            self._mutex = lock
+            self._changed = threading.Condition(lock)
+            guard(self, lock, STEPPER_STATE, log)
+
+    lock = OwnedLock()
+    setup = Stepping(tiny_index, tmp_path / "results", stepper_class=GuardedStepper)
+    try:
+        setup.idle()
+        pages = [Watched(SseStream(EventBus().subscribe()), setup.stepper) for _ in range(2)]
+        assert play(setup, scenarios.find("empty-wakeup"))
+        run_all(setup.stepper.state, setup.jobs.pool_snapshot, setup.stepper.state)
+        setup.submit("late-post")
+        setup.at("late-post", "acquire", "jobs")
+        run_all(pages[0].close, pages[1].close, setup.stepper.state)
+        assert not setup.stepper.on
+        setup.finish()
+        assert setup.stepper.start()
+        setup.stepper.run()
+    finally:
+        setup.close()
