@@ -117,7 +117,8 @@ def test_the_code_shown_marks_the_mistake(lab):
     shown = runner.code_shown(lab)
     assert any("# BROKEN:" in line for line in shown)
     if lab.broken.__name__ == lab.correct.__name__:   # a diff against the correct method
-        assert shown[0].startswith("--- lestats/") and shown[1].startswith("+++ lestats/lab/")
+        assert shown[0].startswith("--- correct: lestats/")
+        assert shown[1].startswith("+++ BROKEN (the + lines are the mistake): lestats/lab/")
         assert any(line.startswith("+") and "# BROKEN:" in line for line in shown)
         assert not any('"""' in line for line in shown)   # docstrings left out
 
@@ -157,6 +158,27 @@ def test_one_lab_shows_the_mistake_the_code_the_measures_and_the_place(capsys):
     assert path == "lestats/pool.py"
 
 
+def test_the_table_fits_its_width_and_wraps_the_widest_cells():
+    rows = [("lab", "measured", "broken", "correct", "verdict"),
+            ("env-string", "start with TP_NUM_OF_THREADS=4",
+             "TypeError: 'str' object cannot be interpreted as an integer", "4 workers", "shown")]
+    lines = runner.fitted(rows, 75)
+    assert max(len(line) for line in lines) <= 75 and len(lines) > 2
+    assert lines[1].startswith("env-string") and lines[1].endswith("  shown")
+    assert all(line.startswith(" " * len("env-string")) for line in lines[2:])
+    assert sorted(" ".join(lines[1:]).split()) == sorted(" ".join(rows[1]).split())   # all there
+    assert runner.fitted(rows, 200)[1].split("  ")[0] == "env-string"
+    assert len(runner.fitted(rows, 200)) == 2   # room enough: nothing wrapped
+
+
+def test_a_reader_that_goes_away_ends_the_lab_quietly():
+    """``python3 -m lestats lab NAME | head -3``: no traceback."""
+    done = subprocess.run(f"{sys.executable} -m lestats lab lost-notify | head -3", shell=True,
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("lost-notify: ") and done.stdout.count("\n") == 3
+    assert done.stderr == ""
+
+
 def test_an_unknown_lab_is_one_line_and_status_2(capsys):
     with pytest.raises(SystemExit) as stopped:
         runner.main(["spin"])
@@ -172,9 +194,10 @@ def test_all_runs_every_lab_into_one_table_through_both_entry_points():
     assert done.returncode == 0, done.stdout + done.stderr
     rows = done.stdout.splitlines()
     assert rows[0].split() == ["lab", "measured", "broken", "correct", "verdict"]
-    assert [row.split()[0] for row in rows[1:len(labs.LABS) + 1]] == [
-        lab.name for lab in labs.LABS]
-    assert all(row.endswith("  shown") for row in rows[1:len(labs.LABS) + 1])
+    assert max(len(row) for row in rows) <= runner.TABLE_WIDTH
+    named = [row for row in rows[1:-2] if not row.startswith(" ")]   # a lab's first line
+    assert [row.split()[0] for row in named] == [lab.name for lab in labs.LABS]
+    assert all(row.endswith("  shown") for row in named)
     assert rows[-1].startswith(f"{len(labs.LABS)} labs in ")
     listed = subprocess.run([sys.executable, "-m", "lestats.lab"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)

@@ -18,6 +18,8 @@ from .labs import LABS, Lab, Side, find
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WIDTH = 88
+TABLE_WIDTH = 100   # columns the --all table fits in
+NARROWEST = 12      # a wrapped column is never narrower
 SHOWN = "shown"
 
 Numbered = List[Tuple[int, str]]   # (line number in its file, text)
@@ -67,7 +69,8 @@ def code_shown(lab: Lab) -> List[str]:
     if lab.broken.__name__ == lab.correct.__name__:
         return list(difflib.unified_diff(
             [text for _, text in correct], [text for _, text in broken],
-            f"{_label(lab.correct)}  (correct)", f"{_label(lab.broken)}  (BROKEN)",
+            f"correct: {_label(lab.correct)}",
+            f"BROKEN (the + lines are the mistake): {_label(lab.broken)}",
             n=2, lineterm=""))
     lines = ""
     if lab.excerpt is not None:
@@ -106,12 +109,30 @@ def table(out: TextIO) -> bool:
         broken, correct = lab.run()
         rows.append((lab.name, lab.measured, broken.text, correct.text,
                      verdict(broken, correct)))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    for row in rows:
-        print("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]),
-              file=out)
+    for line in fitted(rows, TABLE_WIDTH):
+        print(line, file=out)
     print(f"\n{len(LABS)} labs in {time.monotonic() - began:.1f} s", file=out)
     return all(row[4] == SHOWN for row in rows[1:])
+
+
+def fitted(rows: List[Tuple[str, ...]], width: int) -> List[str]:
+    """``rows`` as a table at most ``width`` columns wide: the first and the
+    last column as they are, the widest of the others narrowed (their cells
+    wrapped onto lines of their own) until the table fits."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    room = width - widths[0] - max(len(row[-1]) for row in rows) - 2 * (len(widths))
+    while sum(widths[1:]) > room and max(widths[1:]) > NARROWEST:
+        widest = widths.index(max(widths[1:]), 1)
+        widths[widest] -= 1
+    lines = []
+    for row in rows:
+        cells = [[row[0]]] + [textwrap.wrap(cell, widths[column], break_on_hyphens=False) or [""]
+                              for column, cell in enumerate(row[1:-1], 1)]
+        for depth in range(max(len(cell) for cell in cells)):
+            parts = [(cell[depth] if depth < len(cell) else "").ljust(widths[column])
+                     for column, cell in enumerate(cells)]
+            lines.append("  ".join(parts + [row[-1] if depth == 0 else ""]).rstrip())
+    return lines
 
 
 def listing(out: TextIO) -> None:
@@ -143,8 +164,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """List, run one lab or all; 0 when every lab run showed its symptom."""
+    """List, run one lab or all; 0 when every lab run showed its symptom.
+    A reader that goes away (``| head``) ends it quietly, status 1."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        status = run(args)
+        sys.stdout.flush()   # here, where a reader gone away is caught
+        return status
+    except BrokenPipeError:
+        # Nothing more can be shown; the interpreter's own last flush of
+        # stdout must not fail again, so stdout goes nowhere from now on.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """What main does, once the arguments are read."""
     if args.all:
         return 0 if table(sys.stdout) else 1
     lab = find(args.name) if args.name else None
