@@ -170,6 +170,7 @@ def test_the_trace_is_chrome_trace_json_with_a_span_per_job(tiny_index, tmp_path
         begin, end = [r for r in records if r.get("name") == f"job_id_{job}"]
         assert (begin["ph"], end["ph"]) == ("B", "E") and begin["tid"] == end["tid"]
         assert begin["ts"] <= end["ts"]
+        assert begin["args"] == {"statistic": "global_mean", "question": OBESITY, "state": None}
     instants = {r["name"] for r in records if r["ph"] == "i"}
     assert {"wait(task_ready)", "notify(task_ready)", "shutdown", "drain_done"} <= instants
     assert any(r["ph"] == "C" and r["name"] == "queue" for r in records)

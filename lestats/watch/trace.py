@@ -1,7 +1,8 @@
 """``--trace FILE``: the pool's events as Chrome Trace Event JSON.
 
 The file opens in Perfetto (ui.perfetto.dev) or ``chrome://tracing`` with
-nothing installed: a span per job on its worker's thread, an instant for
+nothing installed: a span per job on its worker's thread (its arguments:
+the statistic, the question and the state), an instant for
 every wait, wake-up and notify on the thread that did it, and a counter for
 the queue's length.  It is a JSON array written as events come, so even a
 server that was killed leaves a file the viewers open (they accept a
@@ -81,7 +82,9 @@ class TraceWriter:
             return False
         if kind == "job_started":
             self._emit(fields["worker"], {"name": fields["job_id"], "ph": "B",
-                                          "ts": self._us(moment)})
+                                          "ts": self._us(moment), "args": {
+                                              name: fields.get(name) for name in (
+                                                  "statistic", "question", "state")}})
             self._counter(fields.get("queued"), moment)
         elif kind == "job_finished":
             self._emit(fields["worker"], {"name": fields["job_id"], "ph": "E",
@@ -90,7 +93,7 @@ class TraceWriter:
         elif kind == "job_accepted":
             self._counter(fields.get("queued"), moment)
         else:
-            thread = fields.get("worker") or fields.get("by")
+            thread = fields.get("worker") or fields.get("by") or fields.get("thread")
             self._instant(thread, _instant_name(kind, fields), moment)
         return True
 
@@ -134,4 +137,7 @@ def _instant_name(kind: str, fields: Dict[str, Any]) -> str:
         return "wake: nothing to do, wait again"
     if kind in ("worker_wait", "worker_wake"):
         return f"{kind[7:]}({fields.get('condition')})"
+    if kind == "step":   # step mode: a thread stopped, slept, left...
+        return " ".join(str(part) for part in ("step", fields.get("what"), fields.get("point"))
+                        if part)
     return kind
