@@ -465,6 +465,18 @@ def test_each_scenario_reaches_its_goal_on_its_own_pool_by_its_steps(stepping, s
     assert play(setup, scenario)
 
 
+def test_a_worker_asleep_since_before_step_mode_is_seen_to_exit_and_let_go_of_the_lock(
+        stepping):
+    """It took the Lock with a ``with`` begun before step mode, on the real
+    lock: its wake-up is seen (the Condition's), its last release is not."""
+    setup = stepping(pool_class=broken_pools.IfNotWhilePool, workers=2)
+    assert play(setup, scenarios.find("if-not-while"))
+    state = setup.stepper.state()
+    exited = [t for t in state["threads"] if t["state"] == "exited"]
+    assert len(exited) == 1 and exited[0]["holds"] == []
+    assert state["locks"]["pool"]["holder"] != exited[0]["name"]
+
+
 @pytest.mark.parametrize("scenario", [s for s in scenarios.SCENARIOS if s["variant"]],
                          ids=lambda s: s["name"])
 def test_no_scenario_reaches_its_goal_on_the_correct_pool(stepping, scenario):

@@ -154,6 +154,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         self._pool: Any = None
         self._pool_raw: Any = None
         self._jobs: Any = None
+        self._jobs_raw: Any = None
         self._workers: FrozenSet[str] = frozenset()
         self._sources: FrozenSet[str] = frozenset()
         self._pool_files: FrozenSet[str] = frozenset()
@@ -170,10 +171,10 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         self._pool_files = source.files(type(pool), _HERE)
         self._sources = self._sources | self._pool_files
 
-    def attach_jobs(self, jobs: Any, swap: Callable[[bool], None]) -> None:
-        """The job layer whose ``submit`` stops at its Lock (``swap``: as
-        for the pool)."""
-        self._jobs = jobs
+    def attach_jobs(self, jobs: Any, raw: Any, swap: Callable[[bool], None]) -> None:
+        """The job layer whose ``submit`` stops at its Lock (``raw`` and
+        ``swap``: as for the pool)."""
+        self._jobs, self._jobs_raw = jobs, raw
         self._swaps.append(swap)
         self._sources = self._sources | source.files(type(jobs), _HERE)
 
@@ -307,7 +308,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
             record = self._threads.get(me)
             if record is not None:
                 record.holds.discard(lock.name)
-                self._maybe_gone(record, lock.name)
+                self._maybe_left(record)
             self._changed.notify_all()
 
     def sleep(self, lock: Any, condition: str) -> None:
@@ -447,21 +448,32 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
             self._threads[thread.ident] = record   # type: ignore[index]
         return record
 
-    def _maybe_gone(self, record: _Thread, lock: str) -> None:
-        """After ``record`` let go of ``lock``: a producer holding nothing
-        has left the pool; a worker whose pool says so has exited.  Hold
-        ``_mutex``."""
-        if record.state != RUNNING or record.holds:
-            return
-        if not record.worker:
+    def _maybe_left(self, record: _Thread) -> None:
+        """After ``record`` let go of a Lock: a thread other than a worker
+        that holds none has left the pool.  Hold ``_mutex``."""
+        if record.state == RUNNING and not record.holds and not record.worker:
             record.state = LEFT
             del self._threads[record.ident]
             self._tell("left", record)
-        elif lock == POOL and self._last_free is not None and any(
-                w["name"] == record.name and w["state"] == EXITED
-                for w in self._last_free["workers"]):
-            record.state = EXITED
-            self._tell("exited", record)
+
+    def exited(self) -> None:
+        """The calling worker leaves its loop for good (``_exit``)."""
+        with self._mutex:
+            record = self._threads.get(threading.get_ident())
+            if record is not None and self._on:
+                record.state = EXITED
+                self._tell("exited", record)
+                self._changed.notify_all()
+
+    def _holders_now(self) -> Dict[str, Tuple[int, str]]:
+        """``_holders``, without a holder that has let go of its Lock
+        unseen: a worker asleep since before step mode took its Lock back
+        through the Condition (seen), but lets go of it with the ``with``
+        it began before step mode, on the real lock.  Hold ``_mutex``."""
+        for name, raw in ((POOL, self._pool_raw), (JOBS, self._jobs_raw)):
+            if name in self._holders and (raw is None or not raw.locked()):
+                del self._holders[name]
+        return self._holders
 
     def _read_pool(self) -> bool:
         """Copy the pool's state if its Lock is free right now.  Hold
@@ -496,7 +508,13 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
 
     def _described(self) -> Dict[str, Dict[str, Any]]:
         """Hold ``_mutex``."""
-        return {record.name: record.describe() for record in self._threads.values()}
+        holders = self._holders_now()
+        described = {}
+        for record in self._threads.values():
+            described[record.name] = record.describe()
+            described[record.name]["holds"] = sorted(
+                name for name, (ident, _) in holders.items() if ident == record.ident)
+        return described
 
     def _tell(self, what: str, record: Optional[_Thread] = None, **fields: Any) -> None:
         """Publish a "step" event, if anyone listens.  Hold ``_mutex``."""
@@ -526,7 +544,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
             if not self._on:
                 return None
             self._read_pool()
-            state, holder = self._last_free, self._holders.get(POOL)
+            state, holder = self._last_free, self._holders_now().get(POOL)
         snapshot = self._pool._report(state)   # pylint: disable=protected-access
         snapshot["step"] = {"lock_holder": holder[1] if holder else None}
         return snapshot
@@ -538,7 +556,8 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
             threads = sorted(self._described().values(),
                              key=lambda t: (not t["worker"], t["arrived"] if not t["worker"]
                                             else t["name"]))
-            locks = {name: {"holder": self._holders[name][1] if name in self._holders else None,
+            holders = self._holders_now()
+            locks = {name: {"holder": holders[name][1] if name in holders else None,
                             "blocked": list(self._blocked[name])} for name in (POOL, JOBS)}
             sleepers: Dict[str, List[str]] = {"task_ready": [], "all_done": []}
             for record in sorted(self._threads.values(), key=lambda r: r.arrived):

@@ -10,7 +10,8 @@ where a thread may stop.
 (the correct pool, or a broken pool of the lab) whose Conditions are
 StepConditions and whose ``_take`` and ``_task_done`` (helpers pool.py
 names; no broken pool overrides them) are points too, as is running a
-task.  ``steppable_jobs`` does the same for a job manager's Lock.
+task (``_exit`` tells step mode a worker has left).  ``steppable_jobs``
+does the same for a job manager's Lock.
 
 What step mode costs while it is off: the pool's and the job layer's
 ``_mutex`` are their real locks, untouched; ``Stepper.start`` puts a
@@ -162,6 +163,11 @@ def steppable(pool_class: type) -> type:
                 self.stepper.point(DONE, self._task_ready._lock)   # pylint: disable=protected-access
             super()._task_done()
 
+        def _exit(self, me: Any) -> None:
+            super()._exit(me)
+            if self._stepping.is_set():
+                self.stepper.exited()
+
         def snapshot(self) -> Dict[str, Any]:
             """In step mode, without waiting for a thread stopped holding the Lock."""
             stepped = self.stepper.pool_snapshot() if self._stepping.is_set() else None
@@ -185,7 +191,7 @@ def steppable_jobs(jobs: Any, stepper: Stepper) -> None:
     """Let step mode put a StepLock over ``jobs``' (a JobManager's) real
     mutex while it is on, so that a POST stops before it reads its id."""
     lock = StepLock(stepper, JOBS, jobs._mutex)   # pylint: disable=protected-access
-    stepper.attach_jobs(jobs, _swap(jobs, lock))
+    stepper.attach_jobs(jobs, lock.raw, _swap(jobs, lock))
 
 
 def _swap(owner: Any, lock: StepLock) -> Callable[[bool], None]:
