@@ -53,7 +53,7 @@ class Stepping:
     def idle(self):
         """Wait until every worker sleeps on _task_ready (step mode off)."""
         events = self.pool._events   # pylint: disable=protected-access
-        if isinstance(events, Watch):
+        if isinstance(events, Watch) and self.pool.variant != "spin-wait":   # spinners never idle
             assert events.idle(self.pool, self.pool.size)
 
     def act(self, call_, name):
@@ -114,7 +114,8 @@ class Stepping:
         closer.join(TIMEOUT)
         assert not closer.is_alive(), "shutdown waits for a thread step mode never let go"
         for thread in self.pool._threads:   # pylint: disable=protected-access
-            thread.join(TIMEOUT)
+            if self.pool.variant != "never-exit":   # whose workers never leave (daemons)
+                thread.join(TIMEOUT)
         with self.pool._all_done:   # pylint: disable=protected-access
             self.pool._all_done.notify_all()   # pylint: disable=protected-access
         for thread in self.threads:
@@ -341,8 +342,12 @@ def stop_three(setup):
 def test_every_stopped_thread_goes_on_and_the_drain_ends(stepping, release):
     setup = stepping(workers=2)
     stepper = setup.stepper
-    pages = [Watched(SseStream(EventBus().subscribe()), stepper) for _ in range(2)]
+    pages = [Watched(SseStream(EventBus().subscribe()), stepper) for _ in range(3)]
+    for page in pages[:2]:
+        assert next(page) == b"retry: 2000\n\n"   # read: a page watches
     stop_three(setup)
+    pages[2].close()   # never read (a HEAD request): no page came or went
+    assert stepper.on
     if release == "run":
         stepper.run()
     elif release == "close":
@@ -359,6 +364,31 @@ def test_every_stopped_thread_goes_on_and_the_drain_ends(stepping, release):
     setup.finish()
     assert sorted(setup.answers) == ["job_id_1", "job_id_2"]
     assert setup.jobs.result("job_id_2").status == "done"
+
+
+@pytest.mark.parametrize("variant", sorted(broken_pools.FOR_THE_SERVER))
+def test_step_mode_takes_a_job_through_every_broken_pool_the_server_offers(stepping, variant):
+    """Letting whoever stopped first go, again and again, runs the job;
+    then Run lets everything go on."""
+    setup = stepping(pool_class=broken_pools.FOR_THE_SERVER[variant])
+    stepper = setup.stepper
+    assert stepper.start()
+    setup.submit("producer-A")
+    setup.at("producer-A", "acquire", "jobs")
+    for _ in range(60):   # (the job's record needs the job layer's Lock: not read here)
+        snapshot = setup.jobs.pool_snapshot()
+        if snapshot["counters"]["submitted"] == 1 and snapshot["unfinished"] == 0:
+            break
+        stopped = [t for t in stepper.state()["threads"] if t["state"] == "stopped"]
+        if not stopped:   # only sleepers (and the job running): wait for the next stop
+            assert stepper.until(lambda ts: any(
+                t["state"] == "stopped" for t in ts.values()), TIMEOUT), setup.threads_now()
+            continue
+        stepper.go(min(stopped, key=lambda t: t["arrived"])["name"])
+    assert setup.jobs.result("job_id_1", wait=TIMEOUT).status == "done"
+    stepper.run()
+    setup.finish()
+    assert setup.answers == ["job_id_1"]
 
 
 # -- off, it costs nothing ------------------------------------------------------------
@@ -552,11 +582,18 @@ def test_the_step_routes_drive_a_real_server_and_leave_the_course_s_routes_alone
             status, state = call(port, "POST", "/api/step/run", {})
             assert status == 200 and not state["on"]
             posting.join(TIMEOUT)
-        assert answers == [(200, {"job_id": "job_id_1"})]
-        assert call(port, "POST", "/api/step/join", {"timeout": 0})[0] == 400
-        status, joined = call(port, "POST", "/api/step/join", {"timeout": 5})
-        assert status == 200 and joined["joined"] is True
-        assert call(port, "GET", "/api/get_results/job_id_1")[1]["status"] == "done"
-        assert call(port, "POST", "/api/step/on", {})[1]["on"]
+            assert answers == [(200, {"job_id": "job_id_1"})]
+            assert call(port, "POST", "/api/step/join", {"timeout": 0})[0] == 400
+            status, joined = call(port, "POST", "/api/step/join", {"timeout": 5})
+            assert status == 200 and joined["joined"] is True
+            assert call(port, "GET", "/api/get_results/job_id_1")[1]["status"] == "done"
+            assert call(port, "POST", "/api/step/on", {})[1]["on"]
+            late = []
+            posting = post_in_thread(port, "/api/global_mean", BODY, late)
+            assert next_stop(stream)["role"] == "producer"
+            assert server.stop() == 0   # SIGTERM with a POST stopped: released, drained, exit 0
+            posting.join(TIMEOUT)
+            assert late and late[0][0] in (200, 503)   # answered, before or after the shutdown
     finally:
-        assert server.stop() == 0   # SIGTERM in step mode: released, drained, exit 0
+        if server.process.poll() is None:
+            server.stop()

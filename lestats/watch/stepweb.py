@@ -104,19 +104,23 @@ def post_join(jobs: Any, request: Request) -> Reply:
 
 
 class Watched:
-    """A page's event stream that tells step mode when it ends.  Only the
-    stream's own connection thread uses it, so ``_open`` needs no lock."""
+    """A page's event stream that tells step mode when a page begins to
+    read it and when it ends (a HEAD request, never read, is no page).
+    Only the stream's own connection thread uses it, so ``_watching``
+    needs no lock."""
 
     def __init__(self, stream: Any, stepper: Stepper):
         self._stream = stream
         self._stepper = stepper
-        self._open = True
-        stepper.watcher_came()
+        self._watching: Optional[bool] = None   # None: not read yet; False: closed
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
+        if self._watching is None:
+            self._watching = True
+            self._stepper.watcher_came()
         return next(self._stream)
 
     def close(self) -> None:
@@ -124,9 +128,9 @@ class Watched:
         try:
             self._stream.close()
         finally:
-            if self._open:
-                self._open = False
+            if self._watching:
                 self._stepper.watcher_left()
+            self._watching = False
 
 
 def watched(jobs: Any, stream: Any) -> Any:
