@@ -403,6 +403,8 @@ def test_step_mode_touches_its_state_only_under_its_mutex(log, monkeypatch, tmp_
     try:
         setup.idle()
         pages = [Watched(SseStream(EventBus().subscribe()), setup.stepper) for _ in range(2)]
+        for page in pages:
+            next(page)   # read: a page watches
         assert play(setup, scenarios.find("empty-wakeup"))
         run_all(setup.stepper.state, setup.jobs.pool_snapshot, setup.stepper.state)
         setup.submit("late-post")
