@@ -342,7 +342,7 @@ def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -
         log.info("signal %s received: draining %d job(s), at most %g s", name, count,
                  drain_timeout)
         _say(f"{name}: draining {count} job(s), at most {drain_timeout:g} s;"
-             f" {'Ctrl-C' if signum == signal.SIGINT else 'a second signal'} again stops now"
+             f" {'Ctrl-C again' if signum == signal.SIGINT else 'a second signal'} stops now"
              " (unfinished jobs stay in the journal for the next start)")
         jobs.shutdown()
         drain = Drain(jobs, drain_timeout, signals.wake)

@@ -371,8 +371,11 @@ def test_a_second_signal_during_the_drain_stops_at_once(tmp_path):
     server.process.send_signal(signal.SIGTERM)
     server.process.send_signal(signal.SIGINT)   # back to back
     assert server.process.wait(timeout=TIMEOUT) == 0
+    said = server.process.stderr.read()
     server.process.stderr.close()
     assert time.monotonic() - began < 3.0       # not the 4 s the drain would take
+    assert re.search(r"\nlestats: SIG\w+ again: stopped now; \d+ unfinished job\(s\) stay in the"
+                     r" journal for the next start\n$", said), said
     # If both are pending at once the kernel delivers SIGINT (2) before
     # SIGTERM (15): either may be the one that starts the drain.
     log = server.log.read_text()
@@ -380,6 +383,21 @@ def test_a_second_signal_during_the_drain_stops_at_once(tmp_path):
                               r"second signal (SIG\w+): stopping now", log, re.S).groups()
     assert {first, second} == {"SIGTERM", "SIGINT"}
     assert 0 < left_for_the_next_start(tmp_path) <= 20
+
+
+@pytest.mark.parametrize("signum, again", [(signal.SIGINT, "Ctrl-C again stops now"),
+                                           (signal.SIGTERM, "a second signal stops now")])
+def test_the_terminal_says_when_the_drain_starts_and_when_it_ends(tmp_path, signum, again):
+    """A drain of a few seconds must not look like a hang."""
+    server = queued_slow_jobs(tmp_path, 3)
+    server.process.send_signal(signum)
+    assert server.process.wait(timeout=TIMEOUT) == 0
+    lines = server.process.stderr.read().splitlines()
+    server.process.stderr.close()
+    assert re.fullmatch(rf"lestats: {signal.Signals(signum).name}: draining [0-3] job\(s\), at"
+                        rf" most 300 s; {again} \(unfinished jobs stay in the journal for the"
+                        r" next start\)", lines[-2]), lines
+    assert lines[-1] == "lestats: drain done: every accepted job has finished; stopped"
 
 
 def test_the_drain_timeout_ends_the_drain_and_the_rest_runs_at_next_start(tmp_path):
