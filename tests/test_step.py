@@ -81,6 +81,12 @@ class Stepping:
         assert self.stepper.until(there, TIMEOUT), (name, point, self.threads_now())
         return self.thread(name)
 
+    def through(self, name, *points):
+        """Let thread ``name`` go from each of ``points`` in turn."""
+        for point in points:
+            self.at(name, point)
+            self.stepper.go(name)
+
     def someone(self, role, point):
         """Wait until a thread of ``role`` is stopped at ``point``; its name."""
         def there(threads):
@@ -203,9 +209,7 @@ def test_shutdown_and_join_stop_at_their_points_and_join_sleeps_until_the_last_d
     stepper = setup.stepper
     assert stepper.start()
     setup.submit("producer-A")
-    for point in ("acquire", "acquire", "notify"):
-        setup.at("producer-A", point)
-        stepper.go("producer-A")
+    setup.through("producer-A", "acquire", "acquire", "notify")
     worker = setup.pool.worker_names[0]
     for point in ("wake", "take"):
         setup.at(worker, point)
@@ -277,9 +281,7 @@ def test_the_pool_s_snapshot_never_waits_for_a_thread_stopped_holding_its_lock(s
     stepper = setup.stepper
     assert stepper.start()
     setup.submit("producer-A")
-    for point in ("acquire", "acquire"):
-        setup.at("producer-A", point)
-        stepper.go("producer-A")
+    setup.through("producer-A", "acquire", "acquire")
     setup.at("producer-A", "notify")   # holds the pool's Lock, the job appended
     snapshots = []
     reader = setup.act(lambda: snapshots.append(setup.jobs.pool_snapshot()), "reader")
@@ -327,14 +329,10 @@ def stop_three(setup):
     stepper = setup.stepper
     assert stepper.start()
     setup.submit("producer-A")
-    for point in ("acquire", "acquire", "notify"):
-        setup.at("producer-A", point)
-        stepper.go("producer-A")
+    setup.through("producer-A", "acquire", "acquire", "notify")
     setup.someone("worker", "wake")
     setup.submit("producer-B")
-    for point in ("acquire", "acquire"):
-        setup.at("producer-B", point)
-        stepper.go("producer-B")
+    setup.through("producer-B", "acquire", "acquire")
     setup.at("producer-B", "notify")
 
 
