@@ -2,8 +2,8 @@
 
 from typing import Any, Mapping
 
-from lestats.jobs import JobManager
-from lestats.journal import AcceptedJob
+from lestats.jobs import JobManager, NoIdsLeft
+from lestats.journal import HIGHEST_JOB, AcceptedJob
 from lestats.statistics import prepare
 
 
@@ -32,6 +32,8 @@ class UnlockedIdsJobs(JobManager):
         self._store.check_space()
         number = self._next   # BROKEN: read outside the lock: another POST may read it too
         with self._mutex:
+            if number > HIGHEST_JOB:
+                raise NoIdsLeft(f"no job ids left: job_id_{HIGHEST_JOB} was the last")
             self._queue(number, query)
             self._next = number + 1
         self._store.accept(AcceptedJob(number, name, query.question, query.state))
