@@ -165,7 +165,10 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
     Each ``_Waiter`` in ``_waiters`` belongs to one job that ``result``
     calls are waiting for; its Condition is notified (all) when that job
     finishes: a finishing job wakes only its own waiters, and all of them,
-    since each is a client waiting for the same answer.
+    since each is a client waiting for the same answer.  (In a server, step
+    mode puts a stepping wrapper over the same lock in ``_mutex`` while it
+    is on, so that a POST stops before it reads its id: see
+    ``lestats.watch.steplocks``.)
 
     Invariants: ``_unfinished`` is the number of slots QUEUED or RUNNING;
     ``_table`` holds its jobs in ascending id order (recovered ones are
