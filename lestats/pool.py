@@ -127,9 +127,9 @@ class ThreadPool:
 
     Step mode (``lestats.watch.steplocks``, the live page's "you choose who
     runs next") makes a server's pool from a subclass of its class: its two
-    Conditions are made on a stepping wrapper of ``_mutex`` before the
-    workers start, and while step mode is on the wrapper (over the same
-    lock) stands in ``_mutex``.  Nothing of it runs in this class.
+    Conditions are made on a stepping wrapper of ``_mutex`` before any
+    worker first waits, and while step mode is on the wrapper (over the
+    same lock) stands in ``_mutex``.  Nothing of it runs in this class.
     """
 
     def __init__(self, size: int, name: str = "lestats-worker",
