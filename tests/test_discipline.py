@@ -386,8 +386,8 @@ STEPPED_THREAD_STATE = ["state", "point", "lock", "condition", "go", "arrived", 
 
 def test_step_mode_touches_its_state_only_under_its_mutex(log, monkeypatch, tmp_path,
                                                           tiny_index):
-    monkeypatch.setattr(step_module, "_Thread", guarded_class(
-        step_module._Thread, lambda _thread: lock, STEPPED_THREAD_STATE, log))   # pylint: disable=protected-access
+    monkeypatch.setattr(step_module, "SteppedThread", guarded_class(
+        step_module.SteppedThread, lambda _thread: lock, STEPPED_THREAD_STATE, log))
 
     class GuardedStepper(step_module.Stepper):
         """A stepper whose mutex is an OwnedLock and whose state is guarded."""

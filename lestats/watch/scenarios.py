@@ -19,7 +19,7 @@ happens.
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from .step import ACQUIRE, DONE, JOBS, NOTIFY, NOTIFY_ALL, POOL, RUN, TAKE, WAIT, WAKE
+from .stepthread import ACQUIRE, DONE, JOBS, NOTIFY, NOTIFY_ALL, POOL, RUN, TAKE, WAIT, WAKE
 
 EXIT_RULE = "a worker exits only when the pool is closed and the queue is empty"
 NOTHING_AFTER = "nothing is accepted after shutdown"

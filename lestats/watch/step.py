@@ -2,7 +2,7 @@
 a student lets one of them go at a time.
 
 While step mode is on, every worker and every producer stops before each
-synchronization point of ``lestats/pool.py`` (see POINTS): taking the
+synchronization point of ``lestats/pool.py`` (``stepthread.POINTS``): taking the
 Lock, ``wait()`` (which lets go of it), the wake-up (taking it back),
 ``notify``/``notify_all``, taking a task, running it, counting it done;
 and a POST also stops before the job layer's Lock, under which its id is
@@ -36,31 +36,16 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from . import source
+from .stepthread import (ACQUIRE, ASLEEP, BLOCKED, DONE, EXITED, JOBS, LEFT, NOTIFY, NOTIFY_ALL,
+                         POOL, RUNNING, STOPPED, TAKE, WAIT, WAKE, WOKEN, SteppedThread)
 
-ACQUIRE, WAIT, WAKE, NOTIFY, NOTIFY_ALL, TAKE, RUN, DONE = (
-    "acquire", "wait", "wake", "notify", "notify_all", "take", "run", "done")
-POINTS = {
-    ACQUIRE: "about to acquire {lock}",
-    WAIT: "about to wait on {condition}: wait() lets go of the Lock while it sleeps",
-    WAKE: "woken on {condition}: about to take the Lock back (wait() returns holding it)",
-    NOTIFY: "about to call {condition}.notify(): it wakes the thread that waited longest",
-    NOTIFY_ALL: "about to call {condition}.notify_all(): it wakes every waiter",
-    TAKE: "about to take the first task off the queue",
-    RUN: "about to run its task, outside the Lock",
-    DONE: "about to count its task finished",
-}
 INSIDE = frozenset((WAIT, NOTIFY, NOTIFY_ALL, TAKE, DONE))   # reached holding the Lock
 
-# What a thread is doing, as state() names it.
-STOPPED, RUNNING, BLOCKED, ASLEEP, WOKEN, LEFT, EXITED = (
-    "stopped", "running", "blocked", "asleep", "woken", "left", "exited")
 SETTLED = frozenset((STOPPED, BLOCKED, ASLEEP, LEFT, EXITED))
 
-POOL, JOBS = "pool", "jobs"   # the Locks step mode knows
-LOCK_NAMES = {POOL: "the pool's Lock", JOBS: "the job layer's Lock"}
 # The pool's methods that take its Lock only to read: they never stop.
 ACCESSORS = frozenset(("snapshot", "queued", "taken", "unfinished", "make_room"))
 # A thread that is not a worker is named after the outermost call it made.
@@ -71,46 +56,12 @@ _HERE = frozenset((__file__, os.path.join(os.path.dirname(__file__), "steplocks.
                    threading.Condition.wait.__code__.co_filename))
 
 
-class _Thread:   # pylint: disable=too-few-public-methods,too-many-instance-attributes
-    """A thread step mode knows: a worker, or a thread inside the pool
-    (a POST's producer, a shutdown, a join).  Guarded by the stepper's
-    mutex; ``ready`` (on it) is notified when the thread may go on."""
-
-    __slots__ = ("name", "ident", "role", "label", "worker", "state", "point", "lock",
-                 "condition", "go", "ready", "arrived", "holds", "notifies")
-
-    def __init__(self, thread: threading.Thread, role: str, label: str, worker: bool,
-                 ready: threading.Condition):
-        self.name, self.ident, self.role, self.label = thread.name, thread.ident, role, label
-        self.worker = worker
-        self.state = RUNNING
-        self.point: Optional[str] = None
-        self.lock: Optional[str] = None
-        self.condition: Optional[str] = None
-        self.go = False
-        self.ready = ready
-        self.arrived = 0
-        self.holds: Set[str] = set()
-        self.notifies = 0
-
-    def describe(self) -> Dict[str, Any]:
-        """JSON-ready: who, what it does, where it stopped."""
-        doing = None
-        if self.state == STOPPED and self.point is not None:
-            doing = POINTS[self.point].format(lock=LOCK_NAMES.get(self.lock or POOL),
-                                              condition=f"_{self.condition}")
-        return {"name": self.name, "ident": self.ident, "role": self.role, "label": self.label,
-                "worker": self.worker, "state": self.state, "point": self.point,
-                "lock": self.lock, "condition": self.condition, "doing": doing,
-                "holds": sorted(self.holds), "notifies": self.notifies, "arrived": self.arrived}
-
-
 class Stepper:   # pylint: disable=too-many-instance-attributes
     """Step mode of one server: on or off, the threads it stopped, the
     Locks' holders, and the pool's state when its Lock was last free.
 
     ``_mutex`` guards ``_on``, ``_closed``, ``_session``, ``_seq``,
-    ``_threads`` (and every _Thread), ``_holders``, ``_blocked``,
+    ``_threads`` (and every SteppedThread), ``_holders``, ``_blocked``,
     ``_last_free``, ``_labels`` and ``_watchers``.  It is held for
     bookkeeping only; frames and source are read outside it.  Lock order:
     the job layer's Lock, the pool's, then this mutex, then the event bus's
@@ -123,7 +74,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
     may be waiting for: a stop, a block, a sleep, a release, a leave, the
     mode.  Its waiters wait for different things (``go`` for its thread to
     settle, ``pool_snapshot`` for a release, the tests for a state), so
-    all of them must look.  Each _Thread's ``ready`` is notified (one: its
+    all of them must look.  Each SteppedThread's ``ready`` is notified (one: its
     own thread is the only waiter) when it may go on.
 
     ``flag`` is a ``threading.Event`` set and cleared under the mutex with
@@ -143,7 +94,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
         self._closed = False
         self._session = 0
         self._seq = 0
-        self._threads: Dict[int, _Thread] = {}
+        self._threads: Dict[int, SteppedThread] = {}
         self._holders: Dict[str, Tuple[int, str]] = {}   # lock -> its holder this session
         self._blocked: Dict[str, List[str]] = {POOL: [], JOBS: []}
         self._last_free: Optional[Dict[str, Any]] = None
@@ -437,18 +388,18 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
                     record.holds.add(lock.name)
         return True
 
-    def _record(self, thread: threading.Thread, role: str) -> _Thread:
+    def _record(self, thread: threading.Thread, role: str) -> SteppedThread:
         """The calling thread's record, made on its first point.  Hold ``_mutex``."""
         record = self._threads.get(thread.ident)   # type: ignore[arg-type]
         if record is None:
             worker = role == "worker"
             counter = self._labels.get(role)
             label = thread.name if worker or counter is None else f"{role} {next(counter)}"
-            record = _Thread(thread, role, label, worker, threading.Condition(self._mutex))
+            record = SteppedThread(thread, role, label, worker, threading.Condition(self._mutex))
             self._threads[thread.ident] = record   # type: ignore[index]
         return record
 
-    def _maybe_left(self, record: _Thread) -> None:
+    def _maybe_left(self, record: SteppedThread) -> None:
         """After ``record`` let go of a Lock: a thread other than a worker
         that holds none has left the pool.  Hold ``_mutex``."""
         if record.state == RUNNING and not record.holds and not record.worker:
@@ -516,7 +467,7 @@ class Stepper:   # pylint: disable=too-many-instance-attributes
                 name for name, (ident, _) in holders.items() if ident == record.ident)
         return described
 
-    def _tell(self, what: str, record: Optional[_Thread] = None, **fields: Any) -> None:
+    def _tell(self, what: str, record: Optional[SteppedThread] = None, **fields: Any) -> None:
         """Publish a "step" event, if anyone listens.  Hold ``_mutex``."""
         events = self._events
         if events is None or not events.listening:

@@ -25,7 +25,8 @@ them), so they are StepConditions from the start: one flag test
 import threading
 from typing import Any, Callable, Dict
 
-from .step import DONE, JOBS, NOTIFY, NOTIFY_ALL, POOL, RUN, TAKE, Stepper
+from .step import Stepper
+from .stepthread import DONE, JOBS, NOTIFY, NOTIFY_ALL, POOL, RUN, TAKE
 
 
 class StepLock:
