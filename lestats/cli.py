@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-DRAINED = 0   # the byte the drainer sends the main thread; signal numbers are >= 1
+# The bytes the drain's thread sends the main thread when the drain ends;
+# signal numbers are 1 to 64, so neither is taken for a signal.
+DRAINED = 0           # every accepted job has finished
+DRAIN_TIMED_OUT = 255  # --drain-timeout ended it first
 SHIPPED_NOTE = ("the shipped data: the course's CSV rebuilt from its published outputs,"
                 " synthetic rows with the course's means")
 
@@ -254,9 +257,11 @@ class SignalWaiter:
     handler writes the signal's number to a socket in whatever thread the
     kernel delivers it to, so no signal is lost, and the main thread sleeps
     in ``select()`` on the other end (not in a lock, which a signal delivered
-    to another thread would never interrupt).  The drainer writes DRAINED to
-    the same socket.  Use it as a context manager in the main thread: the
-    previous handlers are put back on exit.
+    to another thread would never interrupt).  The drain's thread writes its
+    outcome (DRAINED or DRAIN_TIMED_OUT) to the same socket, so the main
+    thread learns it the way it learns of a signal, and no state is shared.
+    Use it as a context manager in the main thread: the previous handlers
+    are put back on exit.
     """
 
     def __init__(self) -> None:
@@ -281,15 +286,16 @@ class SignalWaiter:
         self._reader.close()
         self._writer.close()
 
-    def wake(self) -> None:
-        """Tell the waiting main thread the drain is over (any thread)."""
+    def wake(self, outcome: int) -> None:
+        """Tell the waiting main thread how the drain ended (any thread):
+        DRAINED or DRAIN_TIMED_OUT."""
         try:
-            self._writer.send(bytes([DRAINED]))
+            self._writer.send(bytes([outcome]))
         except OSError:   # closed: nobody waits any more (a second signal ended the drain)
             pass
 
     def wait(self) -> int:
-        """The next signal number, or DRAINED."""
+        """The next signal number, or how the drain ended (see ``wake``)."""
         while not self._pending:
             select.select([self._reader], [], [])
             try:
@@ -299,29 +305,14 @@ class SignalWaiter:
         return self._pending.pop(0)
 
 
-class Drain:
-    """Waits, in a thread of its own, for the accepted jobs to finish (at
-    most ``timeout`` seconds), then calls ``wake``: the main thread, asleep
-    in SignalWaiter, learns that the drain is over, or a second signal comes
-    first."""
+def drain_in_background(jobs: JobManager, timeout: float, signals: SignalWaiter) -> None:
+    """Wait, in a thread of its own, for the accepted jobs to finish (at
+    most ``timeout`` seconds), then send the outcome to the main thread on
+    the signal socket, where a second signal may arrive first."""
+    def drain() -> None:
+        signals.wake(DRAINED if jobs.drain(timeout) else DRAIN_TIMED_OUT)
 
-    def __init__(self, jobs: JobManager, timeout: float, wake: Callable[[], None]):
-        self._jobs = jobs
-        self._timeout = timeout
-        self._wake = wake
-        self._finished = False   # written by the drain's thread; read after join()
-        self._thread = threading.Thread(target=self._run, name="lestats-drain", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self._finished = self._jobs.drain(self._timeout)
-        self._wake()
-
-    def finished_in_time(self) -> bool:
-        """Once woken: did every job finish within the timeout?  (The join
-        makes the drain thread's write visible.)"""
-        self._thread.join()
-        return self._finished
+    threading.Thread(target=drain, name="lestats-drain", daemon=True).start()
 
 
 def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -> None:
@@ -334,8 +325,6 @@ def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -
         service.serving.start()
         print(banner, file=sys.stderr, flush=True)
         signum = signals.wait()
-        while signum == DRAINED:   # nothing drains yet: a stray byte
-            signum = signals.wait()
         jobs = service.jobs
         service.stepper.close()   # no thread may stay stopped: the drain must end
         name, count = signal.Signals(signum).name, jobs.num_jobs()
@@ -345,10 +334,10 @@ def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -
              f" {'Ctrl-C again' if signum == signal.SIGINT else 'a second signal'} stops now"
              " (unfinished jobs stay in the journal for the next start)")
         jobs.shutdown()
-        drain = Drain(jobs, drain_timeout, signals.wake)
+        drain_in_background(jobs, drain_timeout, signals)
         signum = signals.wait()
-        if signum == DRAINED:
-            if drain.finished_in_time():
+        if signum in (DRAINED, DRAIN_TIMED_OUT):
+            if signum == DRAINED:
                 _say("drain done: every accepted job has finished; stopped")
             else:
                 log.warning("drain timeout after %g s: %d unfinished job(s) stay in the"
@@ -362,7 +351,7 @@ def serve_until_signalled(service: Service, drain_timeout: float, banner: str) -
             _say(f"{signal.Signals(signum).name} again: stopped now; {jobs.num_jobs()}"
                  " unfinished job(s) stay in the journal for the next start")
         # After a second signal, stop at once; else answer the requests in flight.
-        service.stop(wait_for_requests=signum == DRAINED)
+        service.stop(wait_for_requests=signum in (DRAINED, DRAIN_TIMED_OUT))
     log.info("stopped")
 
 

@@ -400,6 +400,22 @@ def test_the_terminal_says_when_the_drain_starts_and_when_it_ends(tmp_path, sign
     assert lines[-1] == "lestats: drain done: every accepted job has finished; stopped"
 
 
+def test_a_second_signal_once_the_drain_is_under_way_stops_at_once(tmp_path):
+    server = queued_slow_jobs(tmp_path, 20)
+    server.process.send_signal(signal.SIGTERM)
+    said = server.process.stderr.readline()
+    while "draining" not in said:   # the banner's lines come first
+        said = server.process.stderr.readline()
+        assert said, "the server ended without saying it drains"
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=TIMEOUT) == 0
+    assert time.monotonic() - began < 3.0       # not the 4 s the drain would take
+    assert "SIGINT again: stopped now" in server.process.stderr.read()
+    server.process.stderr.close()
+    assert 0 < left_for_the_next_start(tmp_path) <= 20
+
+
 def test_the_drain_timeout_ends_the_drain_and_the_rest_runs_at_next_start(tmp_path):
     server = queued_slow_jobs(tmp_path, 20, "--drain-timeout", "0.5")
     assert server.stop() == 0
