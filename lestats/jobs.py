@@ -9,39 +9,29 @@ file.  At start, jobs that an earlier run accepted but did not finish are
 queued again (see ``storage``).
 
 Every job keeps a small record (statistic, question, state, status, times,
-worker, queue position, reason): see ``JobTable``.
+worker, queue position, reason): see ``records.JobTable``.
 """
 
 import bisect
 import json
 import logging
-import re
 import threading
 import time
-from array import array
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .data import DataIndex
 from .pool import PoolClosed, PoolFull, ThreadPool
 from .statistics import Query, QueryError, prepare
 from .journal import HIGHEST_JOB, AcceptedJob
+from .records import (COURSE_NAMES, DONE, ERROR, EXPIRED, QUEUED, RUNNING, STATUS_NAMES,
+                      UNFINISHED, JobResult, JobTable, UnknownJob, job_number, list_piece,
+                      record_answer)
 from .storage import JobStore, Recovered, ResultTooLarge
 
 log = logging.getLogger(__name__)
 
-# A job's status, as stored in JobTable.status.
-QUEUED, RUNNING, DONE, ERROR, EXPIRED = range(5)
-STATUS_NAMES = ("queued", "running", "done", "error", "expired")
-# What the course's routes say: a queued job is "running" there too.
-COURSE_NAMES = ("running", "running", "done", "error", "expired")
-_COURSE_BYTES = tuple(name.encode("ascii") for name in COURSE_NAMES)
-UNFINISHED = (QUEUED, RUNNING)
-
 LIST_CHUNK = 2048   # jobs rendered per piece of a /api/jobs answer
-
-_JOB_ID = re.compile(r"job_id_([1-9][0-9]{0,17})")
 
 
 class ShuttingDown(RuntimeError):
@@ -52,85 +42,8 @@ class QueueFull(RuntimeError):
     """A job was submitted while ``max_queued`` jobs were waiting."""
 
 
-class UnknownJob(LookupError):
-    """The job id is malformed or was never issued."""
-
-
 class NoIdsLeft(RuntimeError):
     """Every job id up to the largest the server can serve has been handed out."""
-
-
-def job_number(job_id: str) -> int:
-    """The N of ``job_id_N``; raise UnknownJob if ``job_id`` is not exactly
-    that form (no sign, no leading zero, no path characters)."""
-    match = _JOB_ID.fullmatch(job_id)
-    if match is None:
-        raise UnknownJob(job_id)
-    return int(match.group(1))
-
-
-def utc_iso(moment: float) -> Optional[str]:
-    """``moment`` (seconds since the epoch) as ISO 8601 UTC with a Z; None for 0."""
-    if not moment:
-        return None
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
-    return f"{seconds}.{int(moment * 1000) % 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """What get_results answers: a status (as the course names it) and, when
-    done, the result's JSON text, or, on error, the reason."""
-
-    status: str
-    data_json: Optional[bytes] = None
-    reason: Optional[str] = None
-
-
-class JobTable:
-    """Every job's record, in id order, a few dozen bytes each.
-
-    Parallel arrays indexed by a job's slot (its place in id order): the
-    number, the status, three times (floats, 0 for "not yet"), the Query
-    (shared by every job that asks the same thing), the worker's index
-    (0 for none) and the pool ticket.  Reasons are kept only for failed jobs.
-    Slots are only ever appended, with rising numbers, so ``find`` is a
-    binary search.  Not thread-safe: JobManager's mutex guards it.
-    """
-
-    def __init__(self) -> None:
-        self.numbers = array("q")
-        self.status = bytearray()
-        self.accepted = array("d")
-        self.started = array("d")
-        self.finished = array("d")
-        self.queries: List[Optional[Query]] = []
-        self.workers = array("H")
-        self.tickets = array("q")
-        self.reasons: Dict[int, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.numbers)
-
-    def add(self, number: int, status: int, query: Optional[Query] = None,
-            accepted: float = 0.0, ticket: int = 0) -> int:
-        """Append job ``number`` (higher than any before); return its slot."""
-        self.numbers.append(number)
-        self.status.append(status)
-        self.accepted.append(accepted)
-        self.started.append(0.0)
-        self.finished.append(0.0)
-        self.queries.append(query)
-        self.workers.append(0)
-        self.tickets.append(ticket)
-        return len(self.numbers) - 1
-
-    def find(self, number: int) -> Optional[int]:
-        """The slot of job ``number``, or None if there is no such job."""
-        slot = bisect.bisect_left(self.numbers, number)
-        if slot < len(self.numbers) and self.numbers[slot] == number:
-            return slot
-        return None
 
 
 class _Waiter:   # pylint: disable=too-few-public-methods
@@ -423,7 +336,7 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
         order, for the jobs above ``since`` (at most ``limit`` of them), in
         pieces: the answer is never built whole, and the mutex is taken once
         per piece, never while a piece is sent."""
-        table = self._table
+        table = self._table   # the table itself never changes; its rows are guarded
         with self._mutex:
             start = bisect.bisect_right(table.numbers, since)
             end = len(table) if limit is None else min(len(table), start + limit)
@@ -432,36 +345,23 @@ class JobManager:   # pylint: disable=too-many-instance-attributes
             high = min(end, low + LIST_CHUNK)
             with self._mutex:
                 numbers, statuses = table.numbers[low:high], table.status[low:high]
-            piece = b", ".join(b'{"job_id_%d": "%s"}' % (number, _COURSE_BYTES[status])
-                               for number, status in zip(numbers, statuses))
+            piece = list_piece(numbers, statuses)
             yield piece if low == start else b", " + piece
         yield b"]}"
 
     def record(self, job_id: str) -> Dict[str, Any]:
         """Job ``job_id``'s record (API.md: ``/api/jobs/job_id_N``)."""
         number = job_number(job_id)
-        table = self._table
         with self._mutex:
             slot = self._find(job_id, number)
-            status, query = table.status[slot], table.queries[slot]
-            times = table.accepted[slot], table.started[slot], table.finished[slot]
-            worker, ticket = table.workers[slot], table.tickets[slot]
-            reason = table.reasons.get(slot)
+            (status, query, accepted, started, finished, worker, ticket,
+             reason) = self._table.record(slot)
         position = ticket - self._pool.taken() if status == QUEUED else None
         if status == EXPIRED:
             reason = self._expired_reason()
-        return {
-            "job_id": job_id,
-            "statistic": query.name if query else None,
-            "question": query.question if query else None,
-            "state": query.state if query else None,
-            "status": STATUS_NAMES[status],
-            "accepted_at": utc_iso(times[0]), "started_at": utc_iso(times[1]),
-            "finished_at": utc_iso(times[2]),
-            "worker": self._pool.worker_names[worker - 1] if worker else None,
-            "queue_position": position if position is None else max(1, position),
-            "reason": reason,
-        }
+        return record_answer(job_id, status, query, (accepted, started, finished),
+                             self._pool.worker_names[worker - 1] if worker else None,
+                             position, reason)
 
     def num_jobs(self) -> int:
         """Jobs accepted and not yet finished."""

@@ -44,7 +44,7 @@ from .files import read_lines, write_all
 
 log = logging.getLogger(__name__)
 
-HIGHEST_JOB = 10 ** 18 - 1          # job ids have at most 18 digits (see jobs.job_number)
+HIGHEST_JOB = 10 ** 18 - 1          # job ids have at most 18 digits (see records.job_number)
 SEGMENT_LINES = 10_000              # a segment is closed after this many job lines
 MAX_LINE = 64 * 1024                # a longer journal line is not ours: skipped
 WARNINGS_SHOWN = 10                 # damaged lines logged one by one, then counted

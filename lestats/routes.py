@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .http11 import ApiError, Reply, Request
-from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown, UnknownJob
+from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown
+from .records import UnknownJob
 from .statistics import STATISTICS, QueryError
 from .storage import DiskFull
 from .watch import live_page, stepweb

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from lestats import jobs as jobs_module, storage as storage_module
-from lestats.jobs import (DONE, ERROR, EXPIRED, QueueFull, ShuttingDown, UnknownJob, JobManager,
-                          job_number)
+from lestats.jobs import JobManager, QueueFull, ShuttingDown
+from lestats.records import DONE, ERROR, EXPIRED, UnknownJob, job_number
 from lestats.pool import ThreadPool
 from lestats.statistics import Query, QueryError
 from lestats.storage import JobStore

@@ -48,7 +48,7 @@ from ..grade.check import Outcome, check_edition
 from ..grade.client import Client
 from ..grade.course import EDITIONS
 from .demo import scale
-from ..jobs import JobResult, job_number
+from ..records import JobResult, job_number
 from .soak import RUN_PY, ServerProcess, proc_status
 from ..statistics import STATISTICS, prepare
 from ..storage import JobStore
