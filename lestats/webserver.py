@@ -17,16 +17,17 @@ import selectors
 import socket
 import socketserver
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .connections import (DEFAULT_MAX_CONNECTIONS, RECEIVING, SERVING, WAITING, Connection,
                           ConnectionTable)
 from .http11 import (CONTINUE, DEFAULT_CLIENT_TIMEOUT, HEAD_GRACE, MAX_HEADER_LINES,
-                     METHODS, PRESSED_HEAD_GRACE, ApiError, Cut, Reply, Request,
-                     RequestHead, RequestReader, body_length, check_fields, check_framing,
-                     chunk_frame, clip, error_reply, parse_field_line, parse_request_line,
-                     response_head)
+                     METHODS, PRESSED_HEAD_GRACE, ApiError, ConnectionSocket, Cut, Deadline,
+                     Reply, Request, RequestHead, RequestReader, body_length, check_fields,
+                     check_framing, chunk_frame, clip, error_reply, parse_field_line,
+                     parse_request_line, response_head)
 from .jobs import JobManager
 from .routes import Route, find_route
 
@@ -47,7 +48,8 @@ class RequestHandler(socketserver.BaseRequestHandler):
 
     def setup(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = RequestReader(self.request, self.server)
+        self._socket = ConnectionSocket(self.request)
+        self._reader = RequestReader(self._socket, self.server)
         self._request_line = ""
 
     def handle(self) -> None:
@@ -230,9 +232,8 @@ class RequestHandler(socketserver.BaseRequestHandler):
         client does not take it in time or is gone."""
         timeout = self.server.client_timeout
         try:
-            self.request.settimeout(timeout)
-            self.request.sendall(data)
-        except socket.timeout:
+            self._socket.send_all(data, time.monotonic() + timeout)
+        except Deadline:
             raise Cut(f"{what} was not taken within {timeout:g} s") from None
         except OSError as exc:
             raise Cut(f"{what} could not be sent: {exc}") from None
