@@ -53,6 +53,7 @@ _FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*"
 _STRAY_WHITESPACE = re.compile(rb"[\t\x0b\x0c\r\x1c-\x1f\x85\xa0]")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 
 def clip(text: str, limit: int = 200) -> str:
@@ -389,14 +390,28 @@ def check_fields(fields: Sequence[Tuple[str, str]]) -> None:
         value.encode("latin-1")
 
 
-def response_head(status: int, fields: Sequence[Tuple[str, str]]) -> bytes:
-    """A response's status line and header lines (already checked), and the blank line."""
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Unknown"
-    lines = [f"HTTP/1.1 {status} {phrase}", "Server: lestats",
-             "Date: " + email.utils.formatdate(usegmt=True)]
+class DateHeader:   # pylint: disable=too-few-public-methods
+    """The value of a response's Date header, made once per second: one per
+    connection, used by its thread only."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        """The current time as an HTTP date."""
+        moment = time.time()
+        if int(moment) != self._second:
+            self._second = int(moment)
+            self._text = email.utils.formatdate(moment, usegmt=True)
+        return self._text
+
+
+def response_head(status: int, fields: Sequence[Tuple[str, str]], date: str) -> bytes:
+    """A response's status line and header lines (already checked), and the
+    blank line; ``date`` is the Date header's value (see DateHeader)."""
+    lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}", "Server: lestats",
+             "Date: " + date]
     lines.extend(f"{name}: {value}" for name, value in fields)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -12,7 +12,7 @@ import os
 import select
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(threadName)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -32,12 +32,26 @@ def escape(text: str) -> str:
 class UTCFormatter(logging.Formatter):
     """A formatter whose times are UTC, ISO 8601, with a trailing Z, and
     whose messages are escaped into one line (a traceback keeps its lines,
-    each escaped)."""
+    each escaped).
+
+    The date and time to the second is made once per second: the last one
+    made is kept, so one formatter serves one handler, which formats under
+    its own lock (``RotatingLog.emit``)."""
 
     converter = time.gmtime
 
     def __init__(self) -> None:
         super().__init__(FORMAT, DATE_FORMAT)
+        self._second = -1     # the second of _seconds_text
+        self._seconds_text = ""
+
+    def formatTime(self, record: logging.LogRecord,   # pylint: disable=invalid-name
+                   datefmt: Optional[str] = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._seconds_text = time.strftime(datefmt or DATE_FORMAT, time.gmtime(second))
+        return self._seconds_text
 
     def formatMessage(self, record: logging.LogRecord) -> str:   # pylint: disable=invalid-name
         record.message = escape(record.message)
@@ -63,9 +77,10 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
     the file system for the file's size before every record (which cost half
     of the time of a log call), and that survives a log it cannot write.
 
-    Each record is flushed as it is written, so the log is complete up to
-    the moment the process dies.  (A writer thread that batched the lines
-    was tried and measured slower: it added a thread wake-up per record.)
+    Each record is one ``write`` of its encoded line to the file, opened
+    unbuffered, so the log is complete up to the moment the process dies.
+    (A writer thread that batched the lines was tried and measured slower:
+    it added a thread wake-up per record.)
 
     A record that cannot be written (disk full, file gone...) is counted,
     not reported through ``handleError`` (which writes a traceback to stderr
@@ -104,15 +119,20 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
                 tell_stderr(f"lestats: cannot write the log {self.baseFilename}: {exc}"
                             f" ({self.lost} records lost so far)\n")
 
+    def _open(self) -> Any:
+        """The log file, for appending bytes, unbuffered."""
+        return open(self.baseFilename, "ab", buffering=0)   # pylint: disable=consider-using-with
+
     def _write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8", "replace"))
         if self.stream is None:
             self.stream = self._open()
-        if self.maxBytes and self._written and self._written + len(text) > self.maxBytes:
+        if self.maxBytes and self._written and self._written + len(data) > self.maxBytes:
             self.doRollover()
             self._written = 0
-        self.stream.write(text)
-        self.stream.flush()
-        self._written += len(text)   # characters: near enough to bytes for a size limit
+        self._written += len(data)
+        while data:   # a regular file takes it all at once; anything else may not
+            data = data[self.stream.write(data):]
 
     def _lost_line(self, record: logging.LogRecord) -> str:
         note = logging.LogRecord(record.name, logging.WARNING, __file__, 0,
@@ -128,6 +148,18 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
             stream.close()   # type: ignore[union-attr]
         except Exception:   # pylint: disable=broad-except
             pass
+
+
+def _no_caller(*_args: Any) -> Tuple[str, int, str, None]:
+    return "(unknown file)", 0, "(unknown function)", None
+
+
+def skip_caller_lookup(logger: logging.Logger) -> logging.Logger:
+    """``logger``, made not to look for the file and line that logged each
+    record (a walk up the stack per record): the format shows neither.
+    For the loggers of the request path, which log twice per request."""
+    logger.findCaller = _no_caller   # type: ignore[assignment]
+    return logger
 
 
 def configure(path: str, level: int = logging.INFO, max_bytes: int = MAX_BYTES,

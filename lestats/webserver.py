@@ -8,7 +8,6 @@ are answered here, as JSON too.  ``StatsServer`` accepts the connections and
 keeps them in a ``connections.ConnectionTable``.
 """
 
-import dataclasses
 import errno
 import json
 import logging
@@ -24,14 +23,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .connections import (DEFAULT_MAX_CONNECTIONS, RECEIVING, SERVING, WAITING, Connection,
                           ConnectionTable)
 from .http11 import (CONTINUE, DEFAULT_CLIENT_TIMEOUT, HEAD_GRACE, MAX_HEADER_LINES,
-                     METHODS, PRESSED_HEAD_GRACE, ApiError, ConnectionSocket, Cut, Deadline,
-                     Reply, Request, RequestHead, RequestReader, body_length, check_fields,
-                     check_framing, chunk_frame, clip, error_reply, parse_field_line,
-                     parse_request_line, response_head)
+                     METHODS, PRESSED_HEAD_GRACE, ApiError, ConnectionSocket, Cut, DateHeader,
+                     Deadline, Reply, Request, RequestHead, RequestReader, body_length,
+                     check_fields, check_framing, chunk_frame, clip, error_reply,
+                     parse_field_line, parse_request_line, response_head)
 from .jobs import JobManager
+from .logs import skip_caller_lookup
 from .routes import Route, find_route
 
-log = logging.getLogger(__name__)
+log = skip_caller_lookup(logging.getLogger(__name__))
 
 STREAM_SEND_BUFFER = 256 * 1024   # bytes the kernel may hold for a streamed answer
 _OUT_OF_FILES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -49,6 +49,7 @@ class RequestHandler(socketserver.BaseRequestHandler):
     def setup(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket = ConnectionSocket(self.request)
+        self._date = DateHeader()
         self._reader = RequestReader(self._socket, self.server)
         self._request_line = ""
 
@@ -81,7 +82,8 @@ class RequestHandler(socketserver.BaseRequestHandler):
                      error.reason)
             if table.enter(self.request, SERVING):
                 reply = error_reply(error)
-                self._send(response_head(reply.status, self._fields(reply, False))
+                self._send(response_head(reply.status, self._fields(reply, False),
+                                         self._date.now())
                            + reply.payload, "the answer")
             return False
         if head is None:
@@ -142,7 +144,7 @@ class RequestHandler(socketserver.BaseRequestHandler):
         keep = keep and not table.closing()
         if reply.chunks is not None:
             return self._stream(head, reply, keep)
-        data = response_head(reply.status, self._fields(reply, keep, head))
+        data = response_head(reply.status, self._fields(reply, keep, head), self._date.now())
         if head.method != "HEAD":
             data += reply.payload
         self._send(data, "the answer")
@@ -166,8 +168,7 @@ class RequestHandler(socketserver.BaseRequestHandler):
             handler = route.head if head.method == "HEAD" and route.head else route.handler
             reply = handler(self.server.jobs, request)
             if reply.chunks is None and not isinstance(reply.payload, bytes):
-                payload = json.dumps(reply.payload, allow_nan=False).encode("utf-8")
-                reply = dataclasses.replace(reply, payload=payload)
+                reply.payload = json.dumps(reply.payload, allow_nan=False).encode("utf-8")
             check_fields(reply.headers)
             return reply, None
         except ApiError as error:
@@ -204,7 +205,7 @@ class RequestHandler(socketserver.BaseRequestHandler):
             # A small send buffer, so that a client that stops reading a long
             # or endless answer blocks the writes, and is cut, within seconds.
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
-            self._send(response_head(reply.status, fields), "the answer's head")
+            self._send(response_head(reply.status, fields, self._date.now()), "the answer's head")
             if head.method == "HEAD":
                 return keep
             for chunk in chunks:   # type: ignore[union-attr]

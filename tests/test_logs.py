@@ -44,10 +44,13 @@ def test_an_existing_log_counts_toward_the_limit(tmp_path):
     assert "rolls the file over" in path.read_text()
 
 
-class FullDisk(io.StringIO):
-    """A log stream on a full disk."""
+class FullDisk(io.RawIOBase):
+    """A log file on a full disk."""
 
-    def flush(self):
+    def writable(self):
+        return True
+
+    def write(self, _data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
