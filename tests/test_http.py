@@ -304,11 +304,12 @@ def test_bad_paging_parameters_are_400(tiny_server, query):
 
 
 def test_a_job_record_follows_it_from_queued_to_done(serve, tiny_index):
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
     pool = ThreadPool(1)
     live = serve(tiny_index, pool=pool)
     try:
-        pool.submit(gate.wait)   # hold the only worker
+        pool.submit(lambda: (holding.set(), gate.wait(10)))   # hold the only worker
+        assert holding.wait(10)   # it has taken that task: the queue is empty
         live.submit("state_mean", STATE_BODY)
         live.submit("best5", {"question": MUSCLE})
         record = live.call("GET", "/api/jobs/job_id_2")[2]
