@@ -1,0 +1,55 @@
+"""The checker step: ``lestats check`` over both editions of the course's
+cases, against lestats and against a server that computes each job in the
+request thread before answering its POST (its floor), and how many first
+polls found a job still running."""
+
+import io
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ...grade.check import Outcome, check_edition
+from ...grade.client import Client
+from ...grade.course import EDITIONS
+from ..soak import ServerProcess
+from .servers import Child
+
+
+def run_checker(cases: Path, port: int) -> Tuple[bool, List[Outcome]]:
+    """``lestats check`` over each edition under ``cases`` (its rules, no report):
+    (all passed, every outcome)."""
+    results = [check_edition(Client("127.0.0.1", port), cases / name, EDITIONS[name],
+                             io.StringIO()) for name in sorted(EDITIONS) if (cases / name).is_dir()]
+    return (all(result.all_passed for result in results),
+            [outcome for result in results for outcome in result.outcomes])
+
+
+def step_checker(data: Path, cases: Optional[Path], workdir: Path,
+                 report: Dict[str, Any]) -> None:
+    """The checker over both editions, against lestats and the synchronous server."""
+    if cases is None:
+        report["checker"] = "skipped: no checker cases (see --cases)"
+        return
+
+    def run_all(port: int) -> Tuple[float, int, int, bool]:
+        start = time.monotonic()
+        passed, outcomes = run_checker(cases, port)
+        running = sum(outcome.first_poll_running for outcome in outcomes)
+        return time.monotonic() - start, running, len(outcomes), passed
+
+    server = ServerProcess(data, workdir / "results-checker", workdir / "checker.log")
+    try:
+        seconds, running, count, passed = run_all(server.port)
+    finally:
+        server.stop()
+    sync = Child("sync", str(data), str(workdir / "results-sync"))
+    try:
+        sync_seconds, _, _, sync_passed = run_all(sync.port)
+    finally:
+        sync.stop()
+    report["checker"] = {
+        "cases": count, "all_passed": passed and sync_passed,
+        "lestats_s": round(seconds, 3), "synchronous_s": round(sync_seconds, 3),
+        "ratio": round(seconds / sync_seconds, 2),
+        "first_polls_running": running,
+        "first_polls_running_pct": round(100 * running / max(1, count), 2)}
