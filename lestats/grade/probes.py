@@ -399,7 +399,12 @@ class _ShutdownLoad:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
-        self.accepted: List[str] = []                  # list.append is atomic
+        # Each client appends to lists of its own; shut_down merges them
+        # once the clients are joined, so no list is shared while written.
+        self._accepted_by: List[List[str]] = [[] for _ in range(SHUTDOWN_CLIENTS)]
+        self._late_by: List[List[Tuple[Optional[str], Seen]]] = [
+            [] for _ in range(SHUTDOWN_CLIENTS)]
+        self.accepted: List[str] = []   # set by shut_down
         self.late: List[Tuple[Optional[str], Seen]] = []
         self.answered_at = 0.0                         # set before ``answered`` is
         self.answered = threading.Event()
@@ -423,9 +428,12 @@ class _ShutdownLoad:
         self.answered.set()
         for client in self._clients:
             client.join()
+        self.accepted = [job_id for mine in self._accepted_by for job_id in mine]
+        self.late = [answer for mine in self._late_by for answer in mine]
         return seen, self.answered_at - began
 
     def _post(self, first: int) -> None:
+        accepted, late_answers = self._accepted_by[first], self._late_by[first]
         late = 0
         index = first
         while late < LATE_POSTS and time.monotonic() < self._end:
@@ -433,10 +441,10 @@ class _ShutdownLoad:
             job_id, seen = post_job(self.ctx.client, *self._requests[index % len(self._requests)])
             index += SHUTDOWN_CLIENTS
             if self.answered.is_set() and sent > self.answered_at:
-                self.late.append((job_id, seen))
+                late_answers.append((job_id, seen))
                 late += 1
             elif job_id is not None:
-                self.accepted.append(job_id)
+                accepted.append(job_id)
 
 
 def _refused(ctx: Context, job_id: Optional[str], seen: Seen) -> bool:
