@@ -22,7 +22,7 @@ from lestats.journal import HIGHEST_JOB, AcceptedJob
 from lestats.resultsdir import ResultsDirectory
 from lestats.storage import DirectoryInUse, JobStore, StoreError
 
-from conftest import MUSCLE, OBESITY
+from conftest import MUSCLE, OBESITY, descriptors_on
 
 NOBODY = 65534   # the uid another user's plants get (the tests run as root)
 ASK = {"question": OBESITY}
@@ -472,3 +472,28 @@ def test_a_short_read_goes_on_to_the_end_and_never_past_the_limit(tmp_path, monk
     assert read_regular("f", 100, os.open(tmp_path, os.O_RDONLY)) == b"x" * 100
     with pytest.raises(TooLarge):
         read_regular("f", 99, os.open(tmp_path, os.O_RDONLY))
+
+
+def test_reading_a_file_leaves_no_descriptor_open_whatever_the_outcome(tmp_path):
+    (tmp_path / "f").write_bytes(b"x" * 10)
+    (tmp_path / "dir").mkdir()
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        before = descriptors_on(tmp_path)
+        assert read_regular("f", 10, directory) == b"x" * 10
+        with pytest.raises(TooLarge):
+            read_regular("f", 9, directory)
+        with pytest.raises(OSError, match="not a regular file"):
+            read_regular("dir", 10, directory)
+        assert descriptors_on(tmp_path) == before
+    finally:
+        os.close(directory)
+
+
+def test_a_trace_file_whose_opening_is_interrupted_leaves_no_descriptor(tmp_path, monkeypatch):
+    def interrupted(fd, length):
+        raise KeyboardInterrupt   # Ctrl-C between the open and the truncation
+    monkeypatch.setattr(files_module.os, "ftruncate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        create_for_writing(str(tmp_path / "trace.json"))
+    assert descriptors_on(tmp_path) == set()

@@ -5,6 +5,7 @@ targets, query strings, 100-continue, slow readers, the connection table
 import errno
 import json
 import logging
+import socket
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -12,7 +13,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from lestats import connections, webserver
-from lestats.http11 import MAX_BODY, ApiError, Reply
+from lestats.http11 import MAX_BODY, ApiError, ConnectionSocket, Deadline, Reply
 from lestats.lab.forcing import TIMEOUT
 from lestats.routes import Route
 
@@ -581,3 +582,25 @@ def test_a_spare_descriptor_given_up_is_taken_back(live, monkeypatch):
     assert live.call("GET", "/api/num_jobs")[0] == 200
     assert live.call("GET", "/api/num_jobs")[0] == 200   # one turn of the loop after an accept
     assert live.server._spare_fd is not None   # pylint: disable=protected-access
+
+
+def test_a_receive_that_finds_nothing_yet_waits_and_returns_what_then_comes():
+    ours, peer = socket.socketpair()
+    try:
+        connection = ConnectionSocket(ours)
+        real_wait = connection._wait
+        waits = []
+
+        def data_arrives_while_waiting(event, deadline):
+            waits.append(event)
+            peer.sendall(b"GET / HTTP/1.1\r\n")
+            real_wait(event, deadline)
+        connection._wait = data_arrives_while_waiting
+        assert connection.recv(100, time.monotonic() + TIMEOUT) == b"GET / HTTP/1.1\r\n"
+        assert len(waits) == 1      # the receive failed once (nothing had come), then waited
+        connection._wait = real_wait
+        with pytest.raises(Deadline):
+            connection.recv(100, time.monotonic() + 0.05)
+    finally:
+        ours.close()
+        peer.close()
