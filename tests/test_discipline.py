@@ -247,6 +247,21 @@ def test_the_job_manager_touches_its_state_only_under_its_mutexes(log, monkeypat
     assert pool.join(TIMEOUT)
 
 
+def test_a_result_found_unreadable_has_its_status_read_again_under_the_mutex(
+        log, monkeypatch, tmp_path, tiny_index):
+    pool = ThreadPool(1)
+    manager = guarded_manager(tiny_index, pool, tmp_path / "results", log, monkeypatch)
+    manager.start()
+    job_id = manager.submit("global_mean", {"question": OBESITY})
+    assert manager.result(job_id, wait=TIMEOUT).status == "done"
+    (tmp_path / "results" / f"{job_id}.json").unlink()   # lost since
+    answer = manager.result(job_id)
+    assert answer.status == "error" and answer.reason.startswith("result file unreadable")
+    manager.shutdown()
+    manager.close()
+    assert pool.join(TIMEOUT)
+
+
 class KilledPool:
     """A pool that accepts tasks and never runs them: a server killed with
     its jobs queued."""

@@ -259,6 +259,12 @@ def test_the_last_id_is_handed_out_and_then_none(tmp_path, tiny_index):
         assert manager.submit("global_mean", ASK) == f"job_id_{HIGHEST_JOB}"
         with pytest.raises(jobs_module.NoIdsLeft, match=f"job_id_{HIGHEST_JOB} was the last"):
             manager.submit("global_mean", ASK)
+        # The refusal leaves no trace: nothing queued, counted or listed.
+        assert len(manager._pool.tasks) == 1   # pylint: disable=protected-access
+        assert manager.num_jobs() == 1
+        listed = json.loads(b"".join(manager.job_list()))["data"]
+        assert [next(iter(row)) for row in listed] == [
+            f"job_id_{HIGHEST_JOB - 1}", f"job_id_{HIGHEST_JOB}"]
         manager._pool.run_next()   # pylint: disable=protected-access
         assert manager.result(f"job_id_{HIGHEST_JOB}").status == "done"
     finally:
