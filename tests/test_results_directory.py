@@ -19,7 +19,8 @@ from lestats import files as files_module, jobs as jobs_module, journal as journ
 from lestats.files import TooLarge, create_for_writing, read_regular
 from lestats.jobs import JobManager
 from lestats.journal import HIGHEST_JOB, AcceptedJob
-from lestats.resultsdir import ResultsDirectory
+from lestats import resultsdir as resultsdir_module
+from lestats.resultsdir import DirectoryLost, ResultsDirectory
 from lestats.storage import DirectoryInUse, JobStore, StoreError
 
 from conftest import MUSCLE, OBESITY, descriptors_on
@@ -503,3 +504,54 @@ def test_a_trace_file_whose_opening_is_interrupted_leaves_no_descriptor(tmp_path
     with pytest.raises(KeyboardInterrupt):
         create_for_writing(str(tmp_path / "trace.json"))
     assert descriptors_on(tmp_path) == set()
+
+
+def test_a_directory_lost_to_a_link_is_lost_for_good(tmp_path):
+    path, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    owner = ResultsDirectory(str(path))
+    owner.take()
+    try:
+        shutil.rmtree(path)
+        path.symlink_to(elsewhere)
+        with pytest.raises(DirectoryLost, match="symbolic link"):
+            owner.reclaim(lambda fd: None)
+        with pytest.raises(DirectoryLost, match="symbolic link"):   # and at every later use
+            owner.fd()
+        assert os.listdir(elsewhere) == []
+    finally:
+        owner.release()
+
+
+def test_taking_or_reclaiming_a_directory_interrupted_leaves_no_descriptor(tmp_path,
+                                                                           monkeypatch):
+    path = tmp_path / "results"
+    real_lock = ResultsDirectory._lock   # pylint: disable=protected-access
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt   # Ctrl-C while the directory is being locked
+    monkeypatch.setattr(ResultsDirectory, "_lock", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ResultsDirectory(str(path)).take()
+    assert descriptors_on(tmp_path) == set()
+    monkeypatch.setattr(ResultsDirectory, "_lock", real_lock)
+    owner = ResultsDirectory(str(path))
+    owner.take()
+    try:
+        held = descriptors_on(tmp_path)
+        shutil.rmtree(path)
+
+        def prepare(_fd):
+            raise KeyboardInterrupt   # Ctrl-C while the first segment is written
+        with pytest.raises(KeyboardInterrupt):
+            owner.reclaim(prepare)
+        assert descriptors_on(tmp_path) == held   # the old ones only: nothing of the new
+    finally:
+        owner.release()
+
+
+def test_a_store_never_opened_reads_its_directory_and_leaves_no_descriptor(tmp_path):
+    (tmp_path / "job_id_3.json").write_text('{"a": 1}')
+    before = descriptors_on(tmp_path)
+    assert JobStore(tmp_path).read_result(3) == b'{"a": 1}'
+    assert descriptors_on(tmp_path) == before

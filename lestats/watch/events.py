@@ -96,8 +96,8 @@ class EventBus:
         "evicted" event is its last), so that idle readers can never keep
         the live page out.  ``streams=None`` is a subscriber that is not a
         stream (the trace writer): never counted, never evicted."""
+        subscription = Subscription(self, limit, lossy, counted=streams is not None)
         with self._mutex:
-            subscription = Subscription(self, limit, lossy, counted=streams is not None)
             counted = [old for old in self._subscribers if old.counted]
             if streams is not None and len(counted) >= streams:
                 for oldest in counted[:len(counted) - streams + 1]:
