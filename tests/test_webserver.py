@@ -6,8 +6,10 @@ import errno
 import json
 import logging
 import socket
+import socketserver
 import threading
 import time
+import types
 from http.server import ThreadingHTTPServer
 
 import pytest
@@ -539,9 +541,12 @@ def test_shutdown_returns_only_once_the_accept_loop_has_stopped(live, monkeypatc
     assert not live.thread.is_alive()
 
 
-@pytest.mark.parametrize("failure", [OSError(98, "Address already in use"), KeyboardInterrupt()])
+@pytest.mark.parametrize("where, failure", [
+    ("bind", OSError(98, "Address already in use")), ("bind", KeyboardInterrupt()),
+    # Before socketserver's own clean-up begins: making the listening socket.
+    ("socket", OSError(24, "Too many open files")), ("socket", KeyboardInterrupt())])
 def test_a_server_that_cannot_start_leaves_no_descriptor_open(tiny_server, monkeypatch,
-                                                              failure):
+                                                              where, failure):
     made, closed = [], []
     real_socketpair, real_spare, real_close = (webserver.socket.socketpair,
                                                webserver._open_spare_fd,   # pylint: disable=protected-access
@@ -563,7 +568,11 @@ def test_a_server_that_cannot_start_leaves_no_descriptor_open(tiny_server, monke
     monkeypatch.setattr(webserver.socket, "socketpair", socketpair)
     monkeypatch.setattr(webserver, "_open_spare_fd", spare)
     monkeypatch.setattr(webserver.os, "close", lambda fd: (closed.append(fd), real_close(fd)))
-    monkeypatch.setattr(webserver.StatsServer, "server_bind", refuse)
+    if where == "bind":
+        monkeypatch.setattr(webserver.StatsServer, "server_bind", refuse)
+    else:
+        monkeypatch.setattr(socketserver, "socket", types.SimpleNamespace(
+            socket=lambda *_args: refuse(None)))
     with pytest.raises(type(failure)):
         webserver.StatsServer(("127.0.0.1", 0), tiny_server.jobs)
     wake_sockets, spare_fd = made[:2], made[2]
