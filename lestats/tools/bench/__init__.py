@@ -7,7 +7,8 @@ Every server is a child process on loopback; every client runs in this
 process.  The steps, in the order they run (each module says how it measures):
 
 1. cycles (``cycles``): POST a statistic, GET until done, keep-alive, at 1,
-   4 and 16 clients over a mix of all nine statistics, against two floors
+   4 and 16 clients over a mix of all nine statistics, each server in turn
+   for three rounds (best of each), against two floors
    (``servers``): the bare floor, a ``ThreadingHTTPServer`` answering a
    constant (the fastest "submit + fetch" cycle of the stack), and the
    contract floor, the same server keeping the contract the naive way (four
@@ -138,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         workdir = Path(tmp)
         source = plain_csv(args.data, workdir)
         index = load(source)
-        step_cycles(source, index, seconds, workdir, report)
+        step_cycles(source, index, seconds, rounds, workdir, report)
         step_syscalls(source, index, 50 if quick else args.syscall_cycles, workdir, report)
         step_checker(source, cases, workdir, report)
         files = step_sizes(source, sizes, workdir, report)
