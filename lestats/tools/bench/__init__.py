@@ -8,7 +8,7 @@ process.  The steps, in the order they run (each module says how it measures):
 
 1. cycles (``cycles``): POST a statistic, GET until done, keep-alive, at 1,
    4 and 16 clients over a mix of all nine statistics, each server in turn
-   for three rounds (best of each), against two floors
+   for ``--rounds`` rounds (best of each), against two floors
    (``servers``): the bare floor, a ``ThreadingHTTPServer`` answering a
    constant (the fastest "submit + fetch" cycle of the stack), and the
    contract floor, the same server keeping the contract the naive way (four
@@ -114,6 +114,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         " --compare, for both)")
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="seconds per concurrency level (default 3)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the steps that take turns, each server keeping its"
+                        " best (default 3; 1 with --quick): more rounds, less noise")
     parser.add_argument("--syscall-cycles", type=int, default=2000,
                         help="cycles counted under strace (default 2000; 50 with --quick)")
     return parser.parse_args(argv)
@@ -131,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     quick = args.quick
     seconds = 0.3 if quick else args.seconds
     sizes = [0] if quick else [0, 200_000, 1_000_000]
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else max(1, args.rounds)
     report: Dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                               "quick": quick, "data": str(args.data)}
     cases = args.cases if args.cases.is_dir() else None
