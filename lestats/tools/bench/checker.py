@@ -1,7 +1,8 @@
 """The checker step: ``lestats check`` over both editions of the course's
 cases, against lestats and against a server that computes each job in the
-request thread before answering its POST (its floor), and how many first
-polls found a job still running."""
+request thread before answering its POST (its floor: lestats' HTTP server
+and log, no pool, no journal), and how many first polls found a job still
+running."""
 
 import io
 import time
@@ -42,7 +43,7 @@ def step_checker(data: Path, cases: Optional[Path], workdir: Path,
         seconds, running, count, passed = run_all(server.port)
     finally:
         server.stop()
-    sync = Child("sync", str(data), str(workdir / "results-sync"))
+    sync = Child("sync", str(data), str(workdir / "results-sync"), str(workdir / "sync.log"))
     try:
         sync_seconds, _, _, sync_passed = run_all(sync.port)
     finally:

@@ -6,7 +6,8 @@ points behind ``--serve-lestats`` and ``--serve-memory``.
   fastest "submit + fetch" cycle of the stack;
 * the contract floor: the same server keeping the contract the naive way
   (``ContractServer``, below);
-* the synchronous server: lestats' own HTTP server with jobs computed in the
+* the synchronous server: lestats' own HTTP server and log (the entry and
+  exit of every request, as the contract asks) with jobs computed in the
   request thread (the checker's floor).
 """
 
@@ -216,7 +217,7 @@ class SyncJobs:
 def serve(kind: str, *args: str) -> int:
     """Run one of the benchmark's servers in this process (a child of the
     benchmark) until SIGTERM; print ``port N`` when ready.  ``kind`` is
-    ``floor``, ``contract DATA RESULTS LOG`` or ``sync DATA RESULTS``."""
+    ``floor``, ``contract DATA RESULTS LOG`` or ``sync DATA RESULTS LOG``."""
     # pylint: disable=import-outside-toplevel
     from ...webserver import StatsServer
     server: ThreadingHTTPServer
@@ -228,6 +229,8 @@ def serve(kind: str, *args: str) -> int:
         server = ContractServer(("127.0.0.1", 0), index, Path(args[1]), Path(args[2]),
                                 contract_answers(index))
     else:
+        from ...logs import configure
+        configure(args[2])
         server = StatsServer(("127.0.0.1", 0), SyncJobs(load(args[0]), JobStore(args[1])))
     # SIGTERM is blocked in every thread (the server's inherit this one's
     # mask) and taken by sigwait here: a lock's wait would not wake when the
