@@ -20,8 +20,9 @@ process.  The steps, in the order they run (each module says how it measures):
    by name and in all, of the floor, the contract floor and lestats, counted
    by ``strace -c -f`` attached after start-up (``/proc/PID/io`` without it);
 3. the checker (``checker``): ``lestats check`` over both editions against
-   lestats and against a server that computes in the request thread, and
-   how many first polls found a job still running;
+   lestats and against a server that computes in the request thread, in
+   turns (best of each), and how many first polls found a job still
+   running (the most in any round);
 4. start-up (``startup``): process start to the first answer and peak RSS at
    19k, 200k and 1M rows, against the fair floor (imports ``http.server``,
    one ``csv.DictReader`` pass, one answer) and the bare ``csv.DictReader``
@@ -144,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         index = load(source)
         step_cycles(source, index, seconds, rounds, workdir, report)
         step_syscalls(source, index, 50 if quick else args.syscall_cycles, workdir, report)
-        step_checker(source, cases, workdir, report)
+        step_checker(source, cases, rounds, workdir, report)
         files = step_sizes(source, sizes, workdir, report)
         step_compute(files[0], files.get(sizes[-1]) if len(sizes) > 1 else None,
                      1 if quick else 3, report)

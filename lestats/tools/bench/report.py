@@ -52,7 +52,8 @@ def _syscalls(report: Report, out: TextIO) -> None:
 def _checker(report: Report, out: TextIO) -> None:
     checker = report["checker"]
     if isinstance(checker, dict):
-        print(f"\nchecker, {checker['cases']} cases (both editions), all passed: "
+        print(f"\nchecker, {checker['cases']} cases (both editions; best of"
+              f" {checker['rounds']} rounds in turns), all passed: "
               f"{checker['all_passed']}: lestats {checker['lestats_s']} s, synchronous "
               f"{checker['synchronous_s']} s, ratio {checker['ratio']}; first polls running: "
               f"{checker['first_polls_running']} ({checker['first_polls_running_pct']}%)",
