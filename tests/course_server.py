@@ -4,6 +4,7 @@ line: what the deep probes must find, in a server that is not lestats.
 
     python3 tests/course_server.py [--port 0] [--mistake NAME] [--results-dir results]
                                    [--workers 2] [--log-file webserver.log]
+                                   [--job-seconds 0]
 
 It is what a student's Flask app is, on the standard library: a
 ThreadingHTTPServer, a pool of worker threads taking jobs from a
@@ -30,6 +31,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,8 +48,9 @@ log = logging.getLogger("course_server")
 class Course:   # pylint: disable=too-many-instance-attributes
     """The app: data, pool, counter, statuses, results folder."""
 
-    def __init__(self, mistake, results, workers):
+    def __init__(self, mistake, results, workers, job_seconds=0.0):
         self.mistake = mistake
+        self.job_seconds = job_seconds   # extra time per job, as a skeleton's pandas takes
         self.index = load(SHIPPED_DATA)
         self.results = Path(results)
         self.results.mkdir(exist_ok=True)
@@ -94,6 +97,8 @@ class Course:   # pylint: disable=too-many-instance-attributes
             if job is None:
                 return
             number, query = job
+            if self.job_seconds:
+                time.sleep(self.job_seconds)   # the work of a slower statistic, not a wait
             result = query.compute(self.index)
             final = self.results / f"job_id_{number}.json"
             if self.mistake == "write-in-place":
@@ -199,9 +204,11 @@ def main():
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--log-file", default="webserver.log")
+    parser.add_argument("--job-seconds", type=float, default=0.0,
+                        help="extra seconds each job takes (a course skeleton's jobs are slower)")
     args = parser.parse_args()
     logging.basicConfig(filename=args.log_file, level=logging.INFO)
-    Handler.app = Course(args.mistake, args.results_dir, args.workers)
+    Handler.app = Course(args.mistake, args.results_dir, args.workers, args.job_seconds)
     ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on http://127.0.0.1:{server.server_port}/", file=sys.stderr, flush=True)
