@@ -47,10 +47,12 @@ def test_the_quick_benchmark_runs_and_writes_its_report(tmp_path, capsys):
     for key in ("startup_s", "fair_floor_s", "dictreader_pass_s", "peak_rss_mib",
                 "fair_floor_peak_rss_mib"):
         assert sized[key] > 0
+    # The times are printed to 3 places and the ratios made from the unrounded times:
+    # at a few tens of milliseconds, that rounding alone moves a ratio by up to 2%.
     assert sized["ratio_to_fair_floor"] == pytest.approx(
-        sized["startup_s"] / sized["fair_floor_s"], abs=0.01)
+        sized["startup_s"] / sized["fair_floor_s"], rel=0.02)
     assert sized["ratio_to_bare_pass"] == pytest.approx(
-        sized["startup_s"] / sized["dictreader_pass_s"], abs=0.01)
+        sized["startup_s"] / sized["dictreader_pass_s"], rel=0.02)
     out = capsys.readouterr().out
     for title in ("cycles/s", "/contract", "system calls per cycle", "start-up",
                   "fair floor", "compute per job"):
