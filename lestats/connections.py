@@ -9,7 +9,6 @@ docstring.
 """
 
 import collections
-import dataclasses
 import logging
 import socket
 import threading
@@ -62,17 +61,18 @@ def fit_connection_cap(requested: int) -> Tuple[int, Optional[str]]:
                  f"{soft} and {FD_RESERVE} descriptors are kept for files and logs")
 
 
-@dataclasses.dataclass(eq=False)
-class Connection:
+class Connection:   # pylint: disable=too-few-public-methods
     """A row of the connection table.  ``sock`` and ``address`` never change;
     the other fields are guarded by the table's mutex."""
 
-    sock: socket.socket
-    address: Any
-    phase: str = WAITING
-    # When the wait for its current request began.
-    since: float = dataclasses.field(default_factory=time.monotonic)
-    shutting: bool = False   # someone else is shutting its socket down
+    __slots__ = ("sock", "address", "phase", "since", "shutting")
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        self.sock = sock
+        self.address = address
+        self.phase = WAITING
+        self.since = time.monotonic()   # when the wait for its current request began
+        self.shutting = False           # someone else is shutting its socket down
 
 
 class ConnectionTable:

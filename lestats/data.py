@@ -29,10 +29,9 @@ import math
 import operator
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
+from typing import IO, Dict, Iterator, List, Mapping, NamedTuple, Optional, TextIO, Tuple
 
 from .files import open_regular
 
@@ -67,8 +66,7 @@ class DataError(Exception):
     """The data file cannot be used; the message names the file and the problem."""
 
 
-@dataclass(frozen=True)
-class QuestionMeans:
+class QuestionMeans(NamedTuple):
     """The means of one question.
 
     ``global_mean`` is over every row of the question; ``state_means`` maps a
@@ -81,8 +79,7 @@ class QuestionMeans:
     group_means: Mapping[str, Mapping[Group, float]]
 
 
-@dataclass(frozen=True)
-class DataIndex:
+class DataIndex(NamedTuple):
     """Everything the statistics need, built once and never changed.
 
     ``rows`` counts the data rows read; ``skipped`` the ones left out because

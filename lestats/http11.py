@@ -30,7 +30,6 @@ import select
 import socket
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 JSON_TYPE = "application/json"
@@ -79,19 +78,21 @@ class ApiError(Exception):
         self.close = close
 
 
-@dataclass
-class Request:
+class Request:   # pylint: disable=too-few-public-methods
     """What a route handler gets: the path parameter (the job id of
     get_results), the query string's parameters (the first value of each)
     and the raw body."""
 
-    param: str = ""
-    body: bytes = b""
-    query: Dict[str, str] = field(default_factory=dict)
+    __slots__ = ("param", "body", "query")
+
+    def __init__(self, param: str = "", body: bytes = b"",
+                 query: Optional[Dict[str, str]] = None) -> None:
+        self.param = param
+        self.body = body
+        self.query = {} if query is None else query
 
 
-@dataclass
-class Reply:
+class Reply:   # pylint: disable=too-few-public-methods
     """What a route handler returns: a status, a payload (JSON-ready, or
     bytes sent as they are), extra headers and, for logging, the job id it
     concerns.
@@ -103,12 +104,18 @@ class Reply:
     iterator (``close()``, if it has one) when the client goes away.
     """
 
-    status: int
-    payload: Any = None
-    job_id: str = ""
-    content_type: str = JSON_TYPE
-    headers: Sequence[Tuple[str, str]] = ()
-    chunks: Optional[Iterable[bytes]] = None
+    __slots__ = ("status", "payload", "job_id", "content_type", "headers", "chunks")
+
+    def __init__(self, status: int, payload: Any = None, *,   # pylint: disable=too-many-arguments
+                 job_id: str = "", content_type: str = JSON_TYPE,
+                 headers: Sequence[Tuple[str, str]] = (),
+                 chunks: Optional[Iterable[bytes]] = None) -> None:
+        self.status = status
+        self.payload = payload
+        self.job_id = job_id
+        self.content_type = content_type
+        self.headers = headers
+        self.chunks = chunks
 
 
 # -- reading requests -------------------------------------------------------

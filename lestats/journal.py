@@ -37,8 +37,7 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from .files import read_lines, write_all
 
@@ -62,8 +61,7 @@ class JournalError(OSError):
     """A journal line could not be written; the journal is as it was before."""
 
 
-@dataclass(frozen=True)
-class AcceptedJob:
+class AcceptedJob(NamedTuple):
     """A journal line: job ``number`` is ``statistic`` of ``question`` (and ``state``)."""
 
     number: int
@@ -134,18 +132,20 @@ def parse_journal_line(raw: bytes) -> Tuple[Optional[AcceptedJob], int, Optional
                        None if state is None else sys.intern(state)), number, None
 
 
-@dataclass
-class JournalContents:
+class JournalContents:   # pylint: disable=too-few-public-methods
     """What ``read_journal`` found: the unfinished jobs by number, the
     highest id vouched for and the segment that vouched for it, the
     segments read (to delete once their lines are copied), and every
     segment number in use (odd entries included: never reused)."""
 
-    accepted: Dict[int, AcceptedJob] = field(default_factory=dict)
-    high: int = 0
-    high_segment: str = ""
-    segments: List[int] = field(default_factory=list)
-    taken: Set[int] = field(default_factory=set)
+    __slots__ = ("accepted", "high", "high_segment", "segments", "taken")
+
+    def __init__(self) -> None:
+        self.accepted: Dict[int, AcceptedJob] = {}
+        self.high = 0
+        self.high_segment = ""
+        self.segments: List[int] = []
+        self.taken: Set[int] = set()
 
 
 def read_journal(dir_fd: int, finished: Set[int],

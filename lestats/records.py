@@ -9,8 +9,7 @@ import bisect
 import re
 import time
 from array import array
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 from .statistics import Query
 
@@ -46,8 +45,7 @@ def utc_iso(moment: float) -> Optional[str]:
     return f"{seconds}.{int(moment * 1000) % 1000:03d}Z"
 
 
-@dataclass(frozen=True)
-class JobResult:
+class JobResult(NamedTuple):
     """What get_results answers: a status (as the course names it) and, when
     done, the result's JSON text, or, on error, the reason."""
 

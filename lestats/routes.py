@@ -10,8 +10,7 @@ table.  How requests are read and answers written is ``http11``'s and
 import json
 import logging
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .http11 import ApiError, Reply, Request
 from .jobs import JobManager, NoIdsLeft, QueueFull, ShuttingDown
@@ -197,8 +196,7 @@ def live_page_handler(page: bytes) -> Handler:
     return handle
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """One line of the route table.  A ``path`` ending in ``{job_id}`` matches
     any path that starts with what comes before it; the rest is passed to the
     handler as ``Request.param``.  HEAD is answered by a GET route: by

@@ -10,8 +10,7 @@ largest first; ties break by state name.  By-category keys are ``str()`` of
 the tuple, in tuple order.  Nothing here locks: the index never changes.
 """
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
 
 from .data import DataIndex, QuestionMeans
 
@@ -112,8 +111,7 @@ def state_mean_by_category(means: QuestionMeans, state: str) -> Dict[str, Dict[s
     return {state: {str(group): groups[group] for group in sorted(groups)}}
 
 
-@dataclass(frozen=True)
-class Statistic:
+class Statistic(NamedTuple):
     """One statistic endpoint: its function and what its body must hold."""
 
     function: Callable[..., Any]
@@ -143,8 +141,7 @@ def _text_field(body: Mapping[str, Any], field: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Query:
+class Query(NamedTuple):
     """A checked request: statistic ``name`` of ``question`` (and ``state``
     for the state_* statistics).  Equal queries have equal answers on the
     same index, so a Query can key a cache."""

@@ -37,8 +37,7 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar
 
 from .files import TooLarge, create_exclusive, read_regular, write_all
 from .journal import (HIGHEST_JOB, AcceptedJob, Journal, Segments, Unfinished,
@@ -71,8 +70,7 @@ class ResultTooLarge(ValueError):
     """An answer is larger than a result file may be."""
 
 
-@dataclass(frozen=True)
-class Recovered:
+class Recovered(NamedTuple):
     """What a start finds in the results directory.
 
     ``finished``: job numbers with a valid result; ``failed``: job numbers
@@ -89,19 +87,21 @@ class Recovered:
     pending: List[AcceptedJob]
     next_number: int
     earlier_data: Optional[str] = None
-    expired: List[int] = field(default_factory=list)
+    expired: Sequence[int] = ()
 
 
-@dataclass
-class _Scan:
+class _Scan:   # pylint: disable=too-few-public-methods
     """The job files a start finds, by job number, and the largest number
     any of them (odd ones included) has, with its name."""
 
-    valid: Set[int] = field(default_factory=set)
-    expired: Set[int] = field(default_factory=set)
-    errors: Dict[int, str] = field(default_factory=dict)
-    damaged: Dict[int, str] = field(default_factory=dict)
-    highest: Tuple[int, str] = (0, "")
+    __slots__ = ("valid", "expired", "errors", "damaged", "highest")
+
+    def __init__(self) -> None:
+        self.valid: Set[int] = set()
+        self.expired: Set[int] = set()
+        self.errors: Dict[int, str] = {}
+        self.damaged: Dict[int, str] = {}
+        self.highest: Tuple[int, str] = (0, "")
 
 
 class JobStore:

@@ -1,7 +1,6 @@
 """Where a thread is in lestats' source: for step mode's page, which shows
 the real lines (read with ``inspect``) that each thread is stopped at."""
 
-import inspect
 import os
 from typing import Any, Dict, FrozenSet, List
 
@@ -30,6 +29,9 @@ def frames(frame: Any, shown_files: FrozenSet[str], limit: int) -> List[Dict[str
     """The frames of ``frame``'s stack whose code is in ``shown_files``,
     innermost first (at most ``limit``), each with its line and its
     function's source as ``inspect`` reads it."""
+    # Imported here: with dis, ast and tokenize it would add to every
+    # start-up, and only a stepping page ever asks for frames.
+    import inspect   # pylint: disable=import-outside-toplevel
     shown: List[Dict[str, Any]] = []
     while frame is not None and len(shown) < limit:
         code = frame.f_code
