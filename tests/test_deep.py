@@ -8,6 +8,7 @@ makes and without, and lestats with its deliberately broken pools.  (The
 20-runs-of-20 figures of the README come from tests/deep_validation.py.)"""
 
 import io
+import re
 import subprocess
 import sys
 
@@ -127,13 +128,15 @@ def run_deep(server, tmp_path, shutdown=True):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mistake, probe, evidence", [
-    ("unlocked-ids", "ids", "was given to 2 POSTs"),
+    # How many POSTs share an id is the race's: 3 in one run under load.
+    ("unlocked-ids", "ids", r"job_id_\d+ was given to ([2-9]|\d\d+) POSTs"),
     ("write-in-place", "results", "while it finished"),
     ("status-after-queue", "status", "never finished"),
 ])
 def test_each_mistake_no_pool_makes_is_found(tmp_path, mistake, probe, evidence):
     found = run_deep(course_server(tmp_path, mistake), tmp_path)
-    assert found[probe].verdict == FOUND and evidence in found[probe].detail, found[probe]
+    assert found[probe].verdict == FOUND and re.search(evidence, found[probe].detail), (
+        found[probe])
 
 
 @pytest.mark.slow
