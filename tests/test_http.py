@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from lestats import routes
 from lestats.pool import ThreadPool
 from lestats.watch.events import BUFFER, MAX_STREAMS
 from lestats.watch.trace import TraceWriter
-from lestats.http11 import MAX_BODY
+from lestats.http11 import MAX_BODY, ApiError
 
 from conftest import MUSCLE, OBESITY, UNRANKED, connection_thread, recv_exactly
 
@@ -222,6 +223,37 @@ def test_a_wrong_method_on_a_known_path_is_405_with_allow(tiny_server, method, p
     status, response, answer = tiny_server.call(method, path, raw=b"{}")
     assert status == 405 and error_of(answer) == "Method not allowed"
     assert response.getheader("Allow") == allow
+
+
+def every_line(method, path):
+    """What find_route answers, found by trying each line of ROUTES in order."""
+    allowed = []
+    for route in routes.ROUTES:
+        param = route.matches(path)
+        if param is not None:
+            if route.method == method:
+                return route, param
+            allowed.append(route.method)
+    return None, allowed
+
+
+def test_the_route_index_finds_what_trying_every_line_finds():
+    """find_route looks a path up (exact paths, else the prefix routes)."""
+    prefixes = [route.path[:-len(routes.JOB_ID_PARAM)] for route in routes.PREFIX_ROUTES]
+    assert not [path for path in routes.EXACT_ROUTES
+                if any(path.startswith(prefix) for prefix in prefixes)]
+    paths = {route.path.replace(routes.JOB_ID_PARAM, "job_id_1") for route in routes.ROUTES}
+    paths |= {path + "/" for path in set(paths)} | {path[:-1] for path in set(paths)}
+    paths |= set(prefixes) | {"/api/jobs/", "/nope", ""}
+    for method in ("GET", "POST", "PUT"):
+        for path in sorted(paths):
+            expected, allowed = every_line(method, path)
+            try:
+                assert routes.find_route(method, path) == (expected, allowed), (method, path)
+            except ApiError as error:
+                assert expected is None and error.status == (405 if allowed else 404)
+                if allowed:
+                    assert error.headers == (("Allow", ", ".join(allowed)),), (method, path)
 
 
 def test_a_post_without_content_length_is_411(tiny_server):
