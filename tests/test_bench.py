@@ -4,8 +4,8 @@ servers answer as they claim."""
 import json
 import os
 import re
+import socket
 import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -66,13 +66,47 @@ def serving(server):
 
 
 def test_the_floor_answers_a_constant_to_post_and_get():
-    server = serving(ThreadingHTTPServer(("127.0.0.1", 0), bench.FloorHandler))
+    server = serving(bench.FloorServer(("127.0.0.1", 0), bench.FloorHandler))
     try:
         client = bench.CycleClient(server.server_address[1])
         assert client.request("POST", "/api/anything", b"{}") == json.loads(bench.FLOOR_POST)
         assert client.request("GET", "/api/get_results/job_id_1") == json.loads(bench.FLOOR_GET)
         client.cycle("global_mean", b"{}")
         assert client.cycles == 1 and client.polls == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_floors_let_many_clients_connect_at_once_as_lestats_does():
+    server = bench.FloorServer(("127.0.0.1", 0), bench.FloorHandler)   # accepting none
+    connections = []
+    try:
+        for _ in range(32):   # the default backlog (5) would leave the 7th unconnected
+            connections.append(socket.create_connection(server.server_address, timeout=10))
+    finally:
+        for connection in connections:
+            connection.close()
+        server.server_close()
+    assert bench.ContractServer.request_queue_size == StatsServer.request_queue_size
+
+
+class DyingHandler(bench.FloorHandler):
+    """The floor, but a POST whose body is ``die`` is never answered."""
+
+    def do_POST(self):
+        if self._body() == b"die":
+            self.close_connection = True
+        else:
+            self._answer(bench.FLOOR_POST)
+
+
+def test_a_measurement_in_which_a_client_fails_says_so_and_gives_no_rate():
+    server = serving(bench.FloorServer(("127.0.0.1", 0), DyingHandler))
+    mix = [("global_mean", b"{}"), ("global_mean", b"die")]
+    try:
+        with pytest.raises(bench.ClientDied, match=r"1 of 1 clients .* failed: RemoteDisconnected"):
+            bench.measure_cycles(server.server_address[1], mix, 1, 30)
     finally:
         server.shutdown()
         server.server_close()

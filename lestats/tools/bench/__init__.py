@@ -57,18 +57,20 @@ from ...data import COURSE_FILE_NAME, SHIPPED_DATA, load, open_csv
 from ...grade.cases import SHIPPED_CASES
 from .callgrind import instructions_per_cycle, step_instructions
 from .checker import run_checker, step_checker
-from .clients import CONCURRENCY, CycleClient, measure_cycles, percentile, requests_mix
+from .clients import (CONCURRENCY, ClientDied, CycleClient, measure_cycles, percentile,
+                      requests_mix)
 from .compute import step_compute, step_memory
 from .cycles import step_compare, step_cycles, step_watching
 from .report import print_report
-from .servers import (FLOOR_GET, FLOOR_POST, ContractServer, FloorHandler, SyncJobs,
-                      child_main, contract_answers)
+from .servers import (FLOOR_GET, FLOOR_POST, ContractServer, FloorHandler, FloorServer,
+                      SyncJobs, child_main, contract_answers)
 from .startup import step_sizes
 from .syscalls import step_syscalls
 
-__all__ = ["CONCURRENCY", "ContractServer", "CycleClient", "FLOOR_GET", "FLOOR_POST",
-           "FloorHandler", "SyncJobs", "contract_answers", "instructions_per_cycle", "main",
-           "measure_cycles", "percentile", "print_report", "requests_mix", "run_checker"]
+__all__ = ["CONCURRENCY", "ClientDied", "ContractServer", "CycleClient", "FLOOR_GET",
+           "FLOOR_POST", "FloorHandler", "FloorServer", "SyncJobs", "contract_answers",
+           "instructions_per_cycle", "main", "measure_cycles", "percentile", "print_report",
+           "requests_mix", "run_checker"]
 
 
 def plain_csv(data: Path, workdir: Path) -> Path:

@@ -43,14 +43,21 @@ def requests_mix(index: DataIndex, count: int, seed: int = 7) -> List[Tuple[str,
     return mix
 
 
+class ClientDied(Exception):
+    """A client of a measurement failed: its rate would count the others only."""
+
+
 class CycleClient:
-    """One keep-alive client doing POST-then-GET-until-done cycles."""
+    """One keep-alive client doing POST-then-GET-until-done cycles.  Its
+    counters and ``error`` are written by the thread running it and read by
+    another only after joining that thread."""
 
     def __init__(self, port: int):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.posts: List[Tuple[str, float, float]] = []   # (job id, sent, answered)
         self.cycles = 0
         self.polls = 0
+        self.error: Optional[Exception] = None   # what ended ``run`` early
 
     def request(self, method: str, path: str, body: Optional[bytes] = None) -> Any:
         """One request on the kept-alive connection."""
@@ -76,18 +83,24 @@ class CycleClient:
             self.cycle(*mix[i % len(mix)])
 
     def run(self, mix: List[Tuple[str, bytes]], until: float, offset: int) -> None:
-        """Cycle through ``mix`` until the monotonic time ``until``."""
+        """Cycle through ``mix`` until the monotonic time ``until``; a
+        failure ends the run and is kept in ``error``."""
         i = offset
-        while time.monotonic() < until:
-            name, body = mix[i % len(mix)]
-            self.cycle(name, body)
-            i += 1
-        self.connection.close()
+        try:
+            while time.monotonic() < until:
+                name, body = mix[i % len(mix)]
+                self.cycle(name, body)
+                i += 1
+        except Exception as exc:   # pylint: disable=broad-except
+            self.error = exc
+        finally:
+            self.connection.close()
 
 
 def measure_cycles(port: int, mix: List[Tuple[str, bytes]], clients: int,
                    seconds: float) -> Tuple[float, List[CycleClient]]:
-    """Cycles per second with ``clients`` concurrent keep-alive clients."""
+    """Cycles per second with ``clients`` concurrent keep-alive clients;
+    ClientDied if any of them failed."""
     workers = [CycleClient(port) for _ in range(clients)]
     workers[0].cycle(*mix[0])   # warm up
     workers[0].cycles = 0
@@ -101,6 +114,10 @@ def measure_cycles(port: int, mix: List[Tuple[str, bytes]], clients: int,
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - start
+    dead = [client for client in workers if client.error is not None]
+    if dead:
+        raise ClientDied(f"{len(dead)} of {clients} clients of the server on port {port} "
+                         f"failed: {dead[0].error!r}") from dead[0].error
     return sum(client.cycles for client in workers) / elapsed, workers
 
 

@@ -30,6 +30,7 @@ from ...logs import BACKUPS, DATE_FORMAT, FORMAT, MAX_BYTES
 from ...records import JobResult, job_number
 from ...statistics import STATISTICS, QueryError, prepare
 from ...storage import JobStore
+from ...webserver import StatsServer
 from ..soak import proc_status
 from .clients import MIX_SIZE, requests_mix
 
@@ -70,6 +71,17 @@ class FloorHandler(BaseHTTPRequestHandler):
         pass
 
 
+class FloorServer(ThreadingHTTPServer):
+    """The floors' server: ``ThreadingHTTPServer`` with lestats' listen
+    backlog.  Its default of 5 overflows when 16 clients connect at once on
+    a loaded machine: the kernel drops their handshakes (a client then waits
+    a second for the retransmission, or is reset), which would count against
+    the floor and not against lestats."""
+
+    daemon_threads = True
+    request_queue_size = StatsServer.request_queue_size
+
+
 def contract_log(log_file: Path) -> logging.Logger:
     """The contract floor's log: a plain RotatingFileHandler (10 MB, 5
     backups) with UTC times ending in Z, lines shaped like lestats' own."""
@@ -99,7 +111,7 @@ def contract_answers(index: DataIndex) -> Dict[Tuple[str, bytes], bytes]:
     return answers
 
 
-class ContractServer(ThreadingHTTPServer):
+class ContractServer(FloorServer):
     """The contract floor: what any server keeping the contract must do,
     done the naive way, with the floor's HTTP set-up.  Every request logs its
     entry (with its body) and its exit (status and job id) at INFO; a POST
@@ -109,8 +121,6 @@ class ContractServer(ThreadingHTTPServer):
     reads the file back and answers it as done.  Computing is free: the
     answers are made before serving (``answers``, never changed after), and
     a request outside them is computed in the request thread."""
-
-    daemon_threads = True
 
     def __init__(self, address: Tuple[str, int], index: DataIndex, results: Path,
                  log_file: Path, answers: Dict[Tuple[str, bytes], bytes]):
@@ -219,11 +229,9 @@ def serve(kind: str, *args: str) -> int:
     benchmark) until SIGTERM; print ``port N`` when ready.  ``kind`` is
     ``floor``, ``contract DATA RESULTS LOG`` or ``sync DATA RESULTS LOG``."""
     # pylint: disable=import-outside-toplevel
-    from ...webserver import StatsServer
     server: ThreadingHTTPServer
     if kind == "floor":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), FloorHandler)
-        server.daemon_threads = True
+        server = FloorServer(("127.0.0.1", 0), FloorHandler)
     elif kind == "contract":
         index = load(args[0])
         server = ContractServer(("127.0.0.1", 0), index, Path(args[1]), Path(args[2]),
