@@ -156,6 +156,12 @@ class LiveServer:
                 return status, answer
             time.sleep(0.01)
 
+    def connections_gone(self, timeout=10.0):
+        """True once every connection has left the table.  A connection the
+        client has closed still counts (as serving its last answer) until its
+        thread sees the close, and a table full of them refuses a newcomer."""
+        return self.server.connections.wait_empty(timeout) == []
+
     def close(self):
         """Stop serving, stop the pool and give up the results directory."""
         self.server.shutdown()

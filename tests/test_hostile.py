@@ -235,9 +235,7 @@ def test_at_max_connections_a_newcomer_takes_the_place_of_the_longest_idle(serve
     finally:
         for sock in held.values():
             sock.close()
-    # Until their threads have seen the close, those connections still count as
-    # serving their last answer, and a full table of them refuses a newcomer.
-    assert live.server.connections.wait_empty(10) == []
+    assert live.connections_gone()
     assert still_serving(live)
 
 

@@ -353,9 +353,7 @@ def test_when_every_connection_is_serving_a_newcomer_gets_503(serve, tiny_index,
         gate.set()
         for sock in held:
             sock.close()
-    # Until their threads have seen the close, the held connections still count
-    # as serving their last answer, and a full table of them refuses a newcomer.
-    assert live.server.connections.wait_empty(10) == []
+    assert live.connections_gone()
     assert live.call("GET", "/api/num_jobs")[0] == 200
 
 
